@@ -1,0 +1,5 @@
+"""``python -m owsbench`` = the ``owsbench`` command."""
+
+from owsbench.cli import main
+
+main()

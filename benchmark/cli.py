@@ -1,0 +1,227 @@
+"""The ``owsbench`` command line (click). Heavy modules (torch, smp) load only inside commands.
+
+Exit codes: 0 success, 1 failure of the work, 2 bad usage or bad input (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+import owsbench
+from owsbench.errors import BadInput
+
+LISTABLE = ("methods", "datasets", "metrics", "segmenters")
+
+
+def _data_root(path: Path | None) -> Path:
+    """The data root to use: the option, ``$OWSBENCH_DATA`` or the user cache; must be a folder."""
+    from owsbench.cache import default_data_root
+
+    root = Path(path) if path is not None else default_data_root()
+    if root.exists() and not root.is_dir():
+        raise BadInput(f"data root {root} is not a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInput(f"cannot use data root {root}: {err.strerror}") from None
+    return root
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(owsbench.__version__, prog_name="owsbench")
+def cli() -> None:
+    """owsbench: benchmark open-world and anomaly segmentation methods on road scenes.
+
+    \b
+    Quick start:
+      owsbench run --methods msp,maxlogit,sml --datasets synthstreets --preset quick
+    """
+
+
+@cli.command("list")
+@click.argument("what", type=click.Choice(LISTABLE))
+def list_cmd(what: str) -> None:
+    """List the registered methods, datasets, metrics or segmenters."""
+    from owsbench import catalog
+
+    registry = {
+        "methods": catalog.METHODS,
+        "datasets": catalog.DATASETS,
+        "metrics": catalog.METRICS,
+        "segmenters": catalog.SEGMENTERS,
+    }[what]
+    width = max(len(e.id) for e in registry)
+    for entry in registry:
+        click.echo(f"{entry.id:<{width}}  {entry.summary}")
+
+
+@cli.command()
+@click.option(
+    "--methods", "-m", help="Comma-separated method ids; NAME@SEGMENTER picks the segmenter."
+)
+@click.option("--datasets", "-d", help="Comma-separated dataset ids.")
+@click.option("--preset", default=None, help="quick | default (sizes of data, training, eval).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML run config.")
+@click.option("--seeds", default=None, help="Comma-separated seeds, e.g. 0,1,2 (default 0).")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    help="Folder with one folder per dataset id [$OWSBENCH_DATA].",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True
+)
+@click.option(
+    "--cache-dir", type=click.Path(path_type=Path), help="Fitted checkpoints [$OWSBENCH_CACHE]."
+)
+@click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
+def run(
+    methods: str | None,
+    datasets: str | None,
+    preset: str | None,
+    config_file: Path | None,
+    seeds: str | None,
+    device: str,
+    data_root: Path | None,
+    out: Path,
+    cache_dir: Path | None,
+    progress: bool,
+) -> None:
+    """Fit and evaluate METHODS on DATASETS; write OUT/results.jsonl and the leaderboard.
+
+    Options given on the command line override the config file. A rerun reuses cached fits
+    and skips rows already in OUT/results.jsonl.
+    """
+    from owsbench.cache import user_cache_dir
+    from owsbench.config import RunConfig, get_preset, load_config_file, parse_seeds, split_ids
+
+    file = load_config_file(config_file) if config_file else {}
+    method_ids = methods or file.get("methods")
+    dataset_ids = datasets or file.get("datasets") or "synthstreets"
+    if not method_ids:
+        raise BadInput("no methods given: use --methods msp,sml,... (see `owsbench list methods`)")
+    config = RunConfig(
+        methods=split_ids(method_ids, "methods"),
+        datasets=split_ids(dataset_ids, "datasets"),
+        seeds=parse_seeds(seeds if seeds is not None else file.get("seeds", "0")),
+        preset=get_preset(preset or file.get("preset", "default")),
+        device=device,
+        data_root=_data_root(data_root),
+        out=out,
+        cache_dir=cache_dir or user_cache_dir(),
+        progress=progress,
+        segmenter_overrides=file.get("segmenter") or {},
+        method_overrides=file.get("method_configs") or {},
+    )
+    from owsbench.catalog import DATASETS
+    from owsbench.config import parse_method
+
+    for method_id in config.methods:  # validate every id before any heavy work
+        parse_method(method_id)
+    for dataset_id in config.datasets:
+        DATASETS.entry(dataset_id)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInput(f"cannot create output folder {out}: {err.strerror}") from None
+
+    from owsbench.report import markdown, write_leaderboard
+    from owsbench.runner import Runner
+
+    rows = Runner(config).run()
+    write_leaderboard(rows, out)
+    click.echo(markdown(rows))
+    click.echo(f"results: {out / 'results.jsonl'}  leaderboard: {out / 'leaderboard.md'}")
+
+
+@cli.group()
+def data() -> None:
+    """Describe and check datasets."""
+
+
+@data.command("info")
+@click.argument("dataset_id")
+def data_info(dataset_id: str) -> None:
+    """Print what DATASET_ID is, its layout, classes and splits."""
+    from owsbench.catalog import DATASETS
+
+    entry = DATASETS.entry(dataset_id)
+    cls = DATASETS.get(dataset_id)
+    click.echo(f"{entry.id}: {entry.summary}")
+    click.echo(
+        f"trained on: {cls.train_on} (train split); evaluated on: {', '.join(cls.eval_splits)}"
+    )
+    click.echo(f"classes ({len(cls.class_names)}): {', '.join(cls.class_names)}")
+    if cls.description:
+        click.echo(cls.description.strip())
+
+
+@data.command("check")
+@click.argument("dataset_id")
+@click.option("--data-root", type=click.Path(path_type=Path), help="[$OWSBENCH_DATA]")
+@click.option("--preset", default="default", show_default=True)
+def data_check(dataset_id: str, data_root: Path | None, preset: str) -> None:
+    """Check that DATASET_ID is present and readable under the data root; print frame counts."""
+    from owsbench.catalog import DATASETS
+    from owsbench.config import get_preset
+
+    cls = DATASETS.get(dataset_id)
+    dataset = cls(_data_root(data_root), preset=get_preset(preset).name)
+    dataset.prepare(progress=True)
+    for split in dict.fromkeys(("train", *cls.eval_splits)):
+        click.echo(f"{dataset_id}/{split}: {len(dataset.split(split))} frames")
+    click.echo("ok")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "formats", default="md,csv", show_default=True, help="md,csv")
+@click.option("--out", type=click.Path(path_type=Path), help="Where to write (default: first DIR).")
+def report(run_dirs: tuple[Path, ...], formats: str, out: Path | None) -> None:
+    """Rebuild the leaderboard from one or more run folders' results.jsonl."""
+    from owsbench.config import split_ids
+    from owsbench.report import markdown, write_leaderboard
+    from owsbench.results import read_rows, row_key
+
+    wanted = split_ids(formats, "formats")
+    for fmt in wanted:
+        if fmt not in ("md", "csv"):
+            raise BadInput(f"unknown report format {fmt!r}; valid: md, csv")
+    rows: dict[tuple, dict] = {}
+    for run_dir in run_dirs:
+        path = run_dir / "results.jsonl"
+        if not path.is_file():
+            raise BadInput(f"no results.jsonl in {run_dir}")
+        rows.update((row_key(r), r) for r in read_rows(path))
+    target = out or run_dirs[0]
+    target.mkdir(parents=True, exist_ok=True)
+    for path in write_leaderboard(list(rows.values()), target, tuple(wanted)):
+        click.echo(f"wrote {path}")
+    click.echo(markdown(list(rows.values())))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: map ``BadInput`` to exit 2 with one line on stderr."""
+    try:
+        cli.main(args=argv, prog_name="owsbench", standalone_mode=False)
+    except BadInput as err:
+        click.echo(f"owsbench: error: {err}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("owsbench: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Run configuration: presets, id and seed lists, YAML config files, config overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from owsbench.catalog import DEFAULT_SEGMENTER, METHODS, SEGMENTERS
+from owsbench.errors import BadInput
+from owsbench.registry import Registry
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of a run: dataset size (passed to the dataset), segmenter training, evaluation."""
+
+    name: str
+    segmenter: dict[str, Any]
+    eval_batch_size: int
+    max_stat_frames: int | None
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        "quick",
+        {"steps": 60, "batch_size": 8, "crop": (96, 96)},
+        eval_batch_size=8,
+        max_stat_frames=32,
+    ),
+    "default": Preset(
+        "default",
+        {"steps": 500, "batch_size": 8, "crop": (128, 128)},
+        eval_batch_size=8,
+        max_stat_frames=None,
+    ),
+}
+
+CONFIG_FILE_KEYS = {"methods", "datasets", "seeds", "preset", "segmenter", "method_configs"}
+
+
+@dataclass
+class RunConfig:
+    """Everything ``owsbench run`` needs, after CLI options and the config file are merged."""
+
+    methods: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    preset: Preset
+    device: str
+    data_root: Path
+    out: Path
+    cache_dir: Path
+    progress: bool = True
+    segmenter_overrides: dict[str, Any] = field(default_factory=dict)
+    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise BadInput(Registry.suggest("preset", name, list(PRESETS)))
+    return PRESETS[name]
+
+
+def split_ids(text: str | list[str], what: str) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (duplicates dropped, order kept)."""
+    items = text.split(",") if isinstance(text, str) else [str(t) for t in text]
+    ids = list(dict.fromkeys(t.strip() for t in items if t.strip()))
+    if not ids:
+        raise BadInput(f"no {what} given")
+    return ids
+
+
+def parse_seeds(text: str | int | list[int]) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; seeds are non-negative integers."""
+    items = [text] if isinstance(text, int) else split_ids(text, "seeds")
+    seeds = []
+    for item in items:
+        try:
+            seed = int(item)
+        except (TypeError, ValueError):
+            raise BadInput(f"bad seed {item!r} in --seeds: expected integers like 0,1,2") from None
+        if seed < 0:
+            raise BadInput(f"bad seed {seed} in --seeds: seeds must be >= 0")
+        seeds.append(seed)
+    return list(dict.fromkeys(seeds))
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML run config; unknown top-level keys are refused."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as err:
+        raise BadInput(f"cannot read config file {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise BadInput(
+            f"config file {path} is not valid YAML: {str(err).splitlines()[0]}"
+        ) from None
+    if not isinstance(data, dict):
+        raise BadInput(f"config file {path} must hold a mapping at the top level")
+    unknown = sorted(set(data) - CONFIG_FILE_KEYS)
+    if unknown:
+        raise BadInput(
+            f"unknown key {unknown[0]!r} in {path}; valid: {', '.join(sorted(CONFIG_FILE_KEYS))}"
+        )
+    return data
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any], what: str) -> Any:
+    """``dataclasses.replace`` with a clear error for unknown fields (lists become tuples)."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    for key in overrides:
+        if key not in fields:
+            raise BadInput(Registry.suggest(f"{what} option", key, list(fields)))
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return dataclasses.replace(config, **values)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method id as written on the command line: ``name`` or ``name@segmenter``."""
+
+    id: str
+    name: str
+    segmenter: str
+
+
+def parse_method(text: str) -> MethodSpec:
+    """Validate ``NAME[@SEGMENTER]`` against the registries (no imports)."""
+    name, _, segmenter = text.partition("@")
+    METHODS.entry(name)
+    segmenter = segmenter or DEFAULT_SEGMENTER
+    SEGMENTERS.entry(segmenter)
+    return MethodSpec(id=text if "@" in text else name, name=name, segmenter=segmenter)

@@ -1,0 +1,120 @@
+"""Streaming evaluation: one forward pass per batch, every method's metrics updated per frame.
+
+Score maps are bilinearly upsampled to label resolution, class maps by nearest neighbour
+(DESIGN.md); nothing but the metric states outlives a batch, so memory does not grow with the
+split.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from owsbench.datasets.base import Frame, Split
+from owsbench.methods.base import PosthocMethod, image_batch
+from owsbench.metrics import AnomalyMetric, SemanticMetric
+
+
+@dataclass
+class BatchOutput:
+    """A group's predictions for one batch: one class map, one anomaly map per method."""
+
+    semantic: torch.Tensor  # (B, h, w) long
+    anomaly: dict[str, torch.Tensor]  # method id -> (B, h, w) float
+
+
+@dataclass
+class SplitResult:
+    """The metric states of one method on one split, and the time spent."""
+
+    anomaly: AnomalyMetric = field(default_factory=AnomalyMetric)
+    semantic: SemanticMetric | None = None
+    frames: int = 0
+    score_seconds: float = 0.0
+
+
+class PosthocGroup:
+    """A segmenter and the post-hoc methods that are all scored from its one forward pass."""
+
+    def __init__(self, segmenter: torch.nn.Module, methods: dict[str, PosthocMethod]) -> None:
+        self.segmenter = segmenter
+        self.methods = methods
+        self.score_seconds = dict.fromkeys(methods, 0.0)
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> BatchOutput:
+        outputs = self.segmenter(images)
+        anomaly = {}
+        for method_id, method in self.methods.items():
+            start = time.perf_counter()
+            anomaly[method_id] = method.score(outputs)
+            self.score_seconds[method_id] += time.perf_counter() - start
+        return BatchOutput(semantic=outputs.logits.argmax(1), anomaly=anomaly)
+
+
+def same_size_runs(frames: list[Frame]) -> Iterator[list[Frame]]:
+    """Split a batch into runs of consecutive frames with the same image size (stackable)."""
+    run: list[Frame] = []
+    for frame in frames:
+        if run and frame.image.shape != run[0].image.shape:
+            yield run
+            run = []
+        run.append(frame)
+    if run:
+        yield run
+
+
+def to_label_size(maps: torch.Tensor, size: tuple[int, int], mode: str) -> np.ndarray:
+    """Resize ``(B, h, w)`` maps to ``size``: bilinear for scores, nearest for class ids."""
+    if tuple(maps.shape[-2:]) != size:
+        if mode == "nearest":
+            maps = F.interpolate(maps[:, None].float(), size=size, mode="nearest")[:, 0].long()
+        else:
+            maps = F.interpolate(maps[:, None].float(), size=size, mode="bilinear")[:, 0]
+    return maps.cpu().numpy()
+
+
+def evaluate_split(
+    group: PosthocGroup,
+    split: Split,
+    num_classes: int,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> tuple[dict[str, SplitResult], float]:
+    """Run ``group`` over ``split``; return per-method metric states and the wall seconds."""
+    results = {method_id: SplitResult() for method_id in group.methods}
+    group.score_seconds = dict.fromkeys(group.methods, 0.0)
+    semantic = SemanticMetric(num_classes)
+    has_semantic = False
+    start = time.perf_counter()
+    bar = tqdm(total=len(split), desc=desc, unit="frame", disable=not progress, leave=False)
+    for first in range(0, len(split), batch_size):
+        frames = [split[i] for i in range(first, min(first + batch_size, len(split)))]
+        for run in same_size_runs(frames):
+            output = group.forward(image_batch([f.image for f in run], device))
+            for b, frame in enumerate(run):
+                labels = frame.anomaly if frame.anomaly is not None else frame.semantic
+                size = labels.shape[-2:] if labels is not None else frame.image.shape[:2]
+                if frame.semantic is not None:
+                    pred = to_label_size(output.semantic[b : b + 1], size, "nearest")[0]
+                    semantic.update(pred, frame.semantic)
+                    has_semantic = True
+                for method_id, scores in output.anomaly.items():
+                    results[method_id].frames += 1
+                    if frame.anomaly is not None:
+                        score = to_label_size(scores[b : b + 1], size, "bilinear")[0]
+                        results[method_id].anomaly.update(score, frame.anomaly)
+            bar.update(len(run))
+    bar.close()
+    for method_id, result in results.items():
+        result.semantic = semantic if has_semantic else None
+        result.score_seconds = group.score_seconds[method_id]
+    return results, time.perf_counter() - start

@@ -1,0 +1,337 @@
+"""Streaming, constant-memory pixel-level anomaly metrics: AP, AUROC and FPR95.
+
+Scores are unbounded (max-logit, energy, probabilities), so the histogram is built over the
+*float32 bit pattern* instead of a fixed value range. A float32 ``s`` maps to the order-preserving
+uint32 key ``key(s)``: non-negative floats get their sign bit set, negative floats have all bits
+inverted, so ``s < t  <=>  key(s) < key(t)`` for every non-NaN pair (``-0.0`` is first normalised
+to ``+0.0``, and ``-inf`` / ``+inf`` take the lowest / highest keys). The bin of a pixel is the top
+``bits`` bits of its key, ``bin(s) = key(s) >> (32 - bits)``, so bin edges are relative: with
+``m = bits - 9`` mantissa bits kept, a bin is ``2**-m`` of the score's power of two wide (the top 9
+key bits are sign and exponent). ``+inf`` and ``-inf`` always sit in bins of their own.
+
+Two int64 histograms are accumulated, ``pos[b]`` (label 1, anomaly, the positive class) and
+``neg[b]`` (label 0). Counts are kept per (sign, exponent) block of ``2**m`` bins, allocated on
+first use, so memory is bounded by ``2**bits`` bins but in practice is only the few blocks that the
+scores occupy (a score spread over 10 powers of two at ``bits=24`` takes 10 * 512 KiB).
+
+Thresholds are the lower edges ``t_1 > t_2 > ... > t_n`` of the non-empty bins, taken from high to
+low; the rule "anomaly if ``score >= t_k``" is exact at every edge, so with
+
+    TP_k = sum_{j<=k} pos_j,   FP_k = sum_{j<=k} neg_j,   P = TP_n,   N = FP_n,
+    TPR_k = R_k = TP_k / P,    FPR_k = FP_k / N,          P_k = TP_k / (TP_k + FP_k),
+
+the metrics are the exact metrics of the scores rounded down to their bin's lower edge:
+
+    AP     = sum_k (R_k - R_{k-1}) * P_k,  R_0 = 0           (step sum, no interpolation)
+    AUROC  = sum_k (FPR_k - FPR_{k-1}) * (TPR_k + TPR_{k-1}) / 2,  (FPR_0, TPR_0) = (0, 0)
+    FPR95  = FPR_k* with k* = min {k : TPR_k >= 0.95}
+
+Sources: AP is scikit-learn's ``average_precision_score`` (``sklearn/metrics/_ranking.py``, which
+ties equal scores into one threshold the same way); AUROC is the trapezoid ``np.trapz(tpr, fpr)``
+and FPR95 the ``fpr[np.searchsorted(tpr, 0.95)]`` of the Fishyscapes benchmark
+(``hermannsblum/bdl-benchmark: bdlb/fishyscapes/benchmark.py``) and of SegmentMeIfYouCan
+(``SegmentMeIfYouCan/road-anomaly-benchmark: metrics/pixel_classification.py``), both pooled over
+all pixels of a split with label 255 excluded.
+
+Accuracy of the default ``bits=24`` (absolute difference to scikit-learn on the raw float32
+scores, 2e7 pixels, ~1 % positives, measured on this project's machine):
+
+    scores                                 |dAP|     |dAUROC|  |dFPR95|
+    sigmoid(N(2y, 1))       (probabilities)  3.0e-5    6e-9      5.8e-6
+    sigmoid(N(6y - 3, 2))   (probabilities)  2.4e-5    4e-10     1.8e-6
+    5 * N(3y, 2)            (logits)         2.7e-6    3e-9      7.1e-7
+    -15 + N(2y, 2)          (energy)         1.9e-6    2e-8      7.8e-5
+
+The AP error is a bias from ties inside a bin and halves with every extra bit (22 bits: 1.2e-4,
+20 bits: 4.8e-4 on the first row); the FPR95 error is at most the share of negatives in the one
+bin where TPR crosses 0.95 (last row: 7.9e-5). Resolution is relative to the score's magnitude,
+so scores with a large common offset compared with their spread get coarser bins and a larger
+error bound (``-100 + N(2y, 2)``, 5e6 pixels: |dAP| 1.4e-5, |dFPR95| 3.7e-5 measured, bound
+3e-4); raise ``bits`` for such scores. Inputs whose distinct values fall in distinct bins (a few
+distinct values, binary or rounded scores) give scikit-learn's numbers up to float rounding.
+
+Speed and memory (``scripts/bench_metrics.py``, 2 CPU cores): about 7-12 ns per pixel, e.g. 1e8
+pixels in 0.7-1.2 s against 39 s for ``average_precision_score`` alone, with about 20 MB of peak
+memory whatever the pixel count (scikit-learn: +2.8 GB). Inputs are processed in chunks of 2**16
+pixels, so temporaries stay at about 1 MB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+_CHUNK = 1 << 16  # elements per step: the work buffers (~1 MiB) stay in cache
+_BLOCK_BITS = 9  # sign + exponent: the top bits of a key that select a block of bins
+_NUM_BLOCKS = 1 << _BLOCK_BITS
+_KEY_NEG_INF = 0x007FFFFF  # key(-inf); smaller keys are negative NaNs
+_KEY_POS_INF = 0xFF800000  # key(+inf); larger keys are positive NaNs
+_SIGN = np.uint32(0x80000000)
+_UNALLOCATED = -(1 << 30)  # offset of a block without storage: makes its cell indices negative
+
+
+def as_numpy(x: Any) -> np.ndarray:
+    """Return ``x`` as a numpy array; torch tensors are detached and moved to the CPU."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        if x.dtype.is_floating_point and x.element_size() < 4:
+            x = x.float()  # numpy has no bfloat16
+        return x.numpy()
+    return np.asarray(x)
+
+
+def float_to_key(scores: np.ndarray) -> np.ndarray:
+    """Order-preserving uint32 key of float32 scores (see the module docstring)."""
+    bits = (np.asarray(scores, np.float32) + np.float32(0.0)).view(np.uint32)
+    return bits ^ ((bits >> np.uint32(31)) * np.uint32(0x7FFFFFFF) | _SIGN)
+
+
+def key_to_float(keys: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`float_to_key` (keys below ``key(-inf)`` map to ``-inf``)."""
+    keys = np.maximum(np.asarray(keys, np.uint32), np.uint32(_KEY_NEG_INF))
+    bits = np.where(keys >= _SIGN, keys ^ _SIGN, ~keys)
+    return bits.view(np.float32)
+
+
+@dataclass(frozen=True)
+class AnomalyCurve:
+    """ROC and PR points at the lower edges of the non-empty bins, thresholds descending.
+
+    ``tpr[k]`` and ``fpr[k]`` are the exact rates of the rule ``score >= thresholds[k]``;
+    ``recall`` equals ``tpr``. The ROC curve starts at (0, 0), which is not listed.
+    """
+
+    thresholds: np.ndarray
+    tpr: np.ndarray
+    fpr: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+
+
+class AnomalyMetric:
+    """Pooled pixel anomaly metrics (AP, AUROC, FPR95) from a binned float32-key histogram.
+
+    Labels: 0 = inlier, 1 = anomaly (positive class), 255 = void (ignored). Higher score = more
+    anomalous. ``update`` any number of times, ``merge`` states from other workers, ``compute``.
+    Formulas, sources and measured accuracy are in the module docstring.
+    """
+
+    def __init__(self, bits: int = 24) -> None:
+        """``bits`` (12..28): key bits kept per bin. Each (sign, exponent) block that the scores
+        reach costs ``2**(bits - 9) * 16`` bytes (512 KiB at the default 24, the smallest value
+        that kept every measured difference to scikit-learn under 1e-4).
+        """
+        if not 12 <= bits <= 28:
+            raise ValueError(f"bits must be in 12..28, got {bits}")
+        self.bits = bits
+        self._shift = 32 - bits
+        self._block_size = 1 << (bits - _BLOCK_BITS)  # bins per (sign, exponent) block
+        self.reset()
+
+    # ----------------------------------------------------------------------------- state
+
+    def reset(self) -> None:
+        """Forget all counts."""
+        # _flat[0] is a trash cell for void pixels; then each allocated block holds interleaved
+        # (neg, pos) counts per bin, starting at _offset[block] (odd), or _UNALLOCATED. Spare
+        # capacity at the end stays zero.
+        self._offset = np.full(_NUM_BLOCKS, _UNALLOCATED, np.int32)  # int32: faster add.at
+        self._flat = np.zeros(1, np.int64)
+        self._used = 1
+
+    def _counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Global bin ids, negative and positive counts of the non-empty bins, ascending."""
+        blocks = np.flatnonzero(self._offset >= 0)
+        if not blocks.size:
+            return (np.zeros(0, np.int64),) * 3
+        width = 2 * self._block_size
+        rows = np.stack([self._flat[o : o + width] for o in self._offset[blocks]])
+        rows = rows.reshape(len(blocks), self._block_size, 2)
+        bins = (blocks[:, None] * self._block_size + np.arange(self._block_size)).ravel()
+        neg, pos = rows[..., 0].ravel(), rows[..., 1].ravel()
+        keep = (neg > 0) | (pos > 0)
+        return bins[keep], neg[keep], pos[keep]
+
+    def _allocate(self, blocks: np.ndarray) -> None:
+        """Give storage to the blocks that have none yet (capacity grows by at least 1/4)."""
+        new = [int(b) for b in np.unique(blocks) if self._offset[b] < 0]
+        if not new:
+            return
+        width = 2 * self._block_size
+        needed = self._used + len(new) * width
+        if needed > self._flat.size:
+            flat = np.zeros(max(needed, self._flat.size + self._flat.size // 4), np.int64)
+            flat[: self._used] = self._flat[: self._used]
+            self._flat = flat
+        self._offset[new] = self._used + width * np.arange(len(new))
+        self._used = needed
+
+    @property
+    def num_positives(self) -> int:
+        """Anomaly pixels counted so far (void excluded)."""
+        return int(self._flat[2::2].sum())
+
+    @property
+    def num_negatives(self) -> int:
+        """Inlier pixels counted so far (void excluded)."""
+        return int(self._flat[1::2].sum())
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Sparse, ``np.savez``-friendly state: ``bits`` and the non-empty bins' counts."""
+        bins, neg, pos = self._counts()
+        return {"bits": np.asarray(self.bits), "bins": bins, "neg": neg, "pos": pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> AnomalyMetric:
+        """Replace the counts with ``state`` (from :meth:`state_dict`); ``bits`` must match."""
+        if int(state["bits"]) != self.bits:
+            raise ValueError(f"state has bits={int(state['bits'])}, metric has bits={self.bits}")
+        self.reset()
+        return self._add_counts(
+            *(np.asarray(state[k], np.int64).reshape(-1) for k in ("bins", "neg", "pos"))
+        )
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> AnomalyMetric:
+        """A new metric holding ``state``."""
+        return cls(int(state["bits"])).load_state_dict(state)
+
+    def merge(self, other: AnomalyMetric) -> AnomalyMetric:
+        """Add the counts of ``other`` (same ``bits``) to this metric; returns ``self``."""
+        if not isinstance(other, AnomalyMetric) or other.bits != self.bits:
+            raise ValueError("merge needs an AnomalyMetric with the same bits")
+        return self._add_counts(*other._counts())
+
+    def _add_counts(self, bins: np.ndarray, neg: np.ndarray, pos: np.ndarray) -> AnomalyMetric:
+        self._allocate(bins // self._block_size)
+        cells = self._offset[bins // self._block_size] + 2 * (bins % self._block_size)
+        np.add.at(self._flat, cells, neg)
+        np.add.at(self._flat, cells + 1, pos)
+        return self
+
+    # ---------------------------------------------------------------------------- update
+
+    def update(self, scores: Any, labels: Any) -> None:
+        """Count one batch of pixels; numpy arrays or torch tensors of any equal shape.
+
+        Raises ValueError (and leaves the counts unchanged) on a shape mismatch, NaN scores,
+        non-integer labels or label values other than 0, 1 and 255.
+        """
+        s, y = _flat_inputs(scores, labels)
+        work = _Work(min(s.size, _CHUNK))
+        starts = range(0, s.size, _CHUNK)
+        for done, start in enumerate(starts):
+            try:
+                self._add_chunk(s[start : start + _CHUNK], y[start : start + _CHUNK], work, 1)
+            except ValueError:
+                for undo in starts[:done]:
+                    self._add_chunk(s[undo : undo + _CHUNK], y[undo : undo + _CHUNK], work, -1)
+                raise
+
+    def _add_chunk(self, s: np.ndarray, y: np.ndarray, work: _Work, delta: int) -> None:
+        """Validate one (non-empty) chunk and add ``delta`` to the count of each of its pixels."""
+        void = _check_labels(y, work.u8[: y.size])
+        key = _keys(s, work.key[: s.size], work.tmp[: s.size])
+        cells = work.cells[: s.size]
+        self._cells(key, y, work.tmp[: s.size], cells)
+        if void:
+            np.putmask(cells, y == 255, 0)
+        if cells.min() < 0:  # a score in a block without storage yet
+            self._allocate(key[cells < 0] >> np.uint32(32 - _BLOCK_BITS))
+            self._cells(key, y, work.tmp[: s.size], cells)
+            if void:
+                np.putmask(cells, y == 255, 0)
+        # add.at into the existing counts: a bincount would return a fresh array per chunk
+        np.add.at(self._flat, cells, delta)
+
+    def _cells(self, key: np.ndarray, y: np.ndarray, tmp: np.ndarray, out: np.ndarray) -> None:
+        """``out = offset[block] + 2 * bin_in_block + label`` (label 255 gives garbage)."""
+        np.right_shift(key, np.uint32(32 - _BLOCK_BITS), out=tmp)
+        np.take(self._offset, tmp, out=out, mode="clip")  # clip: no bounds check, 0..511
+        np.right_shift(key, np.uint32(self._shift - 1), out=tmp)
+        np.bitwise_and(tmp, np.uint32(2 * self._block_size - 2), out=tmp)
+        np.bitwise_or(tmp, y, out=tmp, casting="unsafe")
+        np.add(out, tmp.view(np.int32), out=out)
+
+    # --------------------------------------------------------------------------- compute
+
+    def curve(self) -> AnomalyCurve:
+        """TPR, FPR, precision and recall at each non-empty bin's lower edge, descending."""
+        bins, neg, pos = (a[::-1] for a in self._counts())
+        tp, fp = np.cumsum(pos), np.cumsum(neg)
+        n_pos, n_neg = (tp[-1], fp[-1]) if bins.size else (0, 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tpr = tp / n_pos if n_pos else np.full(tp.shape, np.nan)
+            fpr = fp / n_neg if n_neg else np.full(fp.shape, np.nan)
+            precision = tp / (tp + fp)
+        edges = key_to_float((bins << self._shift).astype(np.uint32)).astype(np.float64)
+        return AnomalyCurve(edges, tpr, fpr, precision, tpr.copy())
+
+    def compute(self) -> dict[str, float]:
+        """``{"AP", "AUROC", "FPR95"}`` as fractions in [0, 1]; NaN where undefined.
+
+        AP needs positives; AUROC and FPR95 need positives and negatives.
+        """
+        c = self.curve()
+        has_pos, has_neg = self.num_positives > 0, self.num_negatives > 0
+        nan = float("nan")
+        ap = float(np.sum(np.diff(c.recall, prepend=0.0) * c.precision)) if has_pos else nan
+        if not (has_pos and has_neg):
+            return {"AP": ap, "AUROC": nan, "FPR95": nan}
+        tpr, fpr = np.concatenate(([0.0], c.tpr)), np.concatenate(([0.0], c.fpr))
+        auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)
+        fpr95 = float(c.fpr[np.searchsorted(c.tpr, 0.95, side="left")])
+        return {"AP": ap, "AUROC": auroc, "FPR95": fpr95}
+
+    def __repr__(self) -> str:
+        return (
+            f"AnomalyMetric(bits={self.bits}, positives={self.num_positives}, "
+            f"negatives={self.num_negatives})"
+        )
+
+
+class _Work:
+    """Reusable per-call buffers for one chunk."""
+
+    def __init__(self, n: int) -> None:
+        self.key = np.empty(n, np.uint32)
+        self.tmp = np.empty(n, np.uint32)
+        self.cells = np.empty(n, np.int32)
+        self.u8 = np.empty(n, np.uint8)
+
+
+def _flat_inputs(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten and type-check scores (real numbers) and labels (integers or booleans)."""
+    s, y = as_numpy(scores), as_numpy(labels)
+    if s.shape != y.shape:
+        raise ValueError(f"scores shape {s.shape} != labels shape {y.shape}")
+    if s.dtype.kind not in "biuf":
+        raise ValueError(f"scores must be real numbers, got dtype {s.dtype}")
+    if y.dtype.kind not in "biu":
+        raise ValueError(f"labels must be integers (0, 1, 255), got dtype {y.dtype}")
+    if y.dtype == np.bool_:
+        y = y.view(np.uint8)
+    return s.reshape(-1), y.reshape(-1)
+
+
+def _check_labels(y: np.ndarray, buf: np.ndarray) -> bool:
+    """Raise unless every label is 0, 1 or 255; return whether any is 255 (void)."""
+    if y.dtype != np.uint8 and (y.min() < 0 or y.max() > 255):
+        raise ValueError("labels must be 0 (inlier), 1 (anomaly) or 255 (void)")
+    np.add(y, 1, out=buf, casting="unsafe")  # 0, 1, 255 -> 1, 2, 0
+    if buf.max() > 2:
+        raise ValueError("labels must be 0 (inlier), 1 (anomaly) or 255 (void)")
+    return bool(buf.min() == 0)
+
+
+def _keys(s: np.ndarray, key: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    """Write :func:`float_to_key` of ``s`` into ``key``; raise on NaN."""
+    with np.errstate(over="ignore"):  # float64 beyond the float32 range becomes +-inf
+        np.add(s, np.float32(0.0), out=key.view(np.float32), casting="same_kind")  # -0.0 -> +0.0
+    np.right_shift(key.view(np.int32), 31, out=tmp.view(np.int32))  # -1 (all ones) if negative
+    np.bitwise_or(tmp, _SIGN, out=tmp)  # negative: invert all bits; else flip the sign bit
+    np.bitwise_xor(key, tmp, out=key)
+    if key.min() < _KEY_NEG_INF or key.max() > _KEY_POS_INF:
+        raise ValueError("scores contain NaN")
+    return key

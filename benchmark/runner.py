@@ -1,0 +1,275 @@
+"""The runner: plan jobs, fit (cached), evaluate in one pass per model, write rows.
+
+For each eval dataset and seed, post-hoc methods are grouped by the segmenter they sit on
+(``NAME@SEGMENTER``; default ``deeplabv3plus``). Each group's segmenter is trained once per
+(recipe, train dataset, seed) and cached; methods that gather statistics (SML) are fitted once
+and cached too; then every eval split is streamed once through the segmenter and all the group's
+scores. A row is written as soon as its split is measured; rows already in ``results.jsonl``
+are skipped, so a rerun only does what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+import owsbench
+from owsbench.cache import content_hash
+from owsbench.catalog import DATASETS, METHODS, SEGMENTERS
+from owsbench.config import MethodSpec, RunConfig, apply_overrides, parse_method
+from owsbench.datasets.base import Dataset
+from owsbench.errors import BadInput
+from owsbench.evaluate import PosthocGroup, SplitResult, evaluate_split
+from owsbench.fits import Fit, FitCache
+from owsbench.methods.base import FitContext, PosthocMethod
+from owsbench.methods.nn.training import train_segmenter
+from owsbench.metrics import METRIC_VERSION
+from owsbench.results import ResultsStore, row_key
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def git_commit() -> str | None:
+    """The git commit of the owsbench source tree, when it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(owsbench.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class Runner:
+    """Runs one ``RunConfig``; see the module docstring."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.specs = [parse_method(m) for m in config.methods]
+        for dataset_id in config.datasets:
+            DATASETS.entry(dataset_id)
+        self.device = resolve_device(config.device)
+        self.fits = FitCache(config.cache_dir)
+        self.store = ResultsStore(config.out)
+        self.commit = git_commit()
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    # -- datasets ---------------------------------------------------------------------------
+    def dataset(self, dataset_id: str) -> Dataset:
+        dataset = DATASETS.get(dataset_id)(self.config.data_root, preset=self.config.preset.name)
+        dataset.prepare(progress=self.config.progress)
+        return dataset
+
+    # -- fitting ----------------------------------------------------------------------------
+    def segmenter_config(self, segmenter_id: str) -> Any:
+        cls = SEGMENTERS.get(segmenter_id)
+        config = apply_overrides(cls.Config(), self.config.preset.segmenter, "segmenter")
+        return apply_overrides(config, self.config.segmenter_overrides, "segmenter")
+
+    def method_config(self, spec: MethodSpec) -> Any:
+        cls = METHODS.get(spec.name)
+        return apply_overrides(
+            cls.Config(), self.config.method_overrides.get(spec.name, {}), spec.name
+        )
+
+    def fit_segmenter(self, segmenter_id: str, train: Dataset, seed: int) -> tuple[Any, Fit]:
+        cls = SEGMENTERS.get(segmenter_id)
+        config = self.segmenter_config(segmenter_id)
+        recipe = {
+            "segmenter": segmenter_id,
+            "config": dataclasses.asdict(config),
+            "num_classes": train.num_classes,
+            "train": train.fingerprint(),
+            "seed": seed,
+        }
+
+        def fit() -> tuple[dict, dict]:
+            torch.manual_seed(seed)
+            model = cls(config, train.num_classes)
+            log = train_segmenter(
+                model, train.split("train"), config, seed, self.device, self.config.progress
+            )
+            return model.state_dict(), {"train_loss": log.loss, "lr": log.lr}
+
+        result = self.fits.load_or_fit(f"segmenter-{segmenter_id}", recipe, fit)
+        model = cls(config, train.num_classes)
+        model.load_state_dict(result.state)
+        return model.to(self.device).eval(), result
+
+    def fit_method(
+        self, spec: MethodSpec, segmenter: Any, segmenter_fit: Fit, train: Dataset, seed: int
+    ) -> tuple[PosthocMethod, Fit | None]:
+        config = self.method_config(spec)
+        method = METHODS.get(spec.name)(config, segmenter=segmenter)
+        if not method.needs_fit:
+            return method, None
+        recipe = {
+            "method": spec.name,
+            "config": dataclasses.asdict(config),
+            "segmenter_sha256": segmenter_fit.meta["sha256"],
+            "train": train.fingerprint(),
+            "max_stat_frames": self.config.preset.max_stat_frames,
+        }
+        ctx = FitContext(
+            seed=seed,
+            device=self.device,
+            cache_dir=self.config.cache_dir,
+            preset=self.config.preset.name,
+            progress=self.config.progress,
+            max_stat_frames=self.config.preset.max_stat_frames,
+        )
+
+        def fit() -> tuple[dict, dict]:
+            method.fit(train.split("train"), ctx)
+            return method.state_dict(), {}
+
+        result = self.fits.load_or_fit(f"method-{spec.name}", recipe, fit)
+        method.load_state_dict(result.state)
+        return method, result
+
+    # -- rows -------------------------------------------------------------------------------
+    def config_hash(self, spec: MethodSpec) -> str:
+        return content_hash(
+            {
+                "method": spec.name,
+                "config": dataclasses.asdict(self.method_config(spec)),
+                "segmenter": spec.segmenter,
+                "segmenter_config": dataclasses.asdict(self.segmenter_config(spec.segmenter)),
+                "preset": self.config.preset.name,
+            }
+        )
+
+    def row(
+        self,
+        spec: MethodSpec,
+        dataset: Dataset,
+        split: str,
+        seed: int,
+        result: SplitResult,
+        infer_seconds: float,
+        fits: list[Fit | None],
+    ) -> dict[str, Any]:
+        metrics: dict[str, Any] = {"AP": None, "AUROC": None, "FPR95": None, "mIoU": None}
+        if result.anomaly.num_positives + result.anomaly.num_negatives > 0:
+            metrics.update(result.anomaly.compute())
+        if result.semantic is not None:
+            semantic = result.semantic.compute()
+            metrics["mIoU"] = semantic["mIoU"]
+            metrics["per_class_iou"] = dict(
+                zip(dataset.class_names, semantic["per_class_iou"], strict=True)
+            )
+        done = [f for f in fits if f is not None]
+        return {
+            "method": spec.id,
+            "method_name": spec.name,
+            "segmenter": spec.segmenter,
+            "method_config": dataclasses.asdict(self.method_config(spec)),
+            "segmenter_config": dataclasses.asdict(self.segmenter_config(spec.segmenter)),
+            "config_hash": self.config_hash(spec),
+            "dataset": dataset.name,
+            "dataset_fingerprint": dataset.fingerprint(),
+            "trained_on": dataset.train_on,
+            "split": split,
+            "seed": seed,
+            "preset": self.config.preset.name,
+            "metrics": {k: (None if v != v else v) for k, v in metrics.items()},
+            "metric_version": METRIC_VERSION,
+            "aggregation": "pooled pixels, void excluded",
+            "frames": result.frames,
+            "anomaly_pixels": result.anomaly.num_positives,
+            "inlier_pixels": result.anomaly.num_negatives,
+            "fit_seconds": sum(f.meta["fit_seconds"] for f in done),
+            "fit_cached": all(f.cached for f in done),
+            "infer_seconds": infer_seconds,
+            "score_seconds": result.score_seconds,
+            "checkpoint_sha256": done[0].meta["sha256"] if done else None,
+            "device": str(self.device),
+            "owsbench_version": owsbench.__version__,
+            "git_commit": self.commit,
+            "torch_version": torch.__version__,
+            "python": platform.python_version(),
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def pending_key(self, spec: MethodSpec, dataset: Dataset, split: str, seed: int) -> tuple:
+        probe = {
+            "method": spec.id,
+            "config_hash": self.config_hash(spec),
+            "dataset": dataset.name,
+            "dataset_fingerprint": dataset.fingerprint(),
+            "split": split,
+            "seed": seed,
+        }
+        return row_key(probe)
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        """Do every missing (method, dataset, split, seed) job; return all rows of the run."""
+        wanted = []
+        for dataset_id in self.config.datasets:
+            dataset = self.dataset(dataset_id)
+            train = dataset if dataset.train_on == dataset.name else self.dataset(dataset.train_on)
+            for seed in self.config.seeds:
+                by_segmenter: dict[str, list[MethodSpec]] = {}
+                for spec in self.specs:
+                    by_segmenter.setdefault(spec.segmenter, []).append(spec)
+                for segmenter_id, specs in by_segmenter.items():
+                    keys = {
+                        (spec.id, split): self.pending_key(spec, dataset, split, seed)
+                        for spec in specs
+                        for split in dataset.eval_splits
+                    }
+                    wanted.extend(keys.values())
+                    if all(self.store.has(k) for k in keys.values()):
+                        continue
+                    self.run_group(segmenter_id, specs, dataset, train, seed)
+        return [r for r in self.store.rows if row_key(r) in set(wanted)]
+
+    def run_group(
+        self,
+        segmenter_id: str,
+        specs: list[MethodSpec],
+        dataset: Dataset,
+        train: Dataset,
+        seed: int,
+    ) -> None:
+        segmenter, segmenter_fit = self.fit_segmenter(segmenter_id, train, seed)
+        methods, method_fits = {}, {}
+        for spec in tqdm(specs, desc="fit methods", disable=not self.config.progress, leave=False):
+            methods[spec.id], method_fits[spec.id] = self.fit_method(
+                spec, segmenter, segmenter_fit, train, seed
+            )
+        group = PosthocGroup(segmenter, methods)
+        for split in dataset.eval_splits:
+            results, seconds = evaluate_split(
+                group,
+                dataset.split(split),
+                dataset.num_classes,
+                self.config.preset.eval_batch_size,
+                self.device,
+                self.config.progress,
+                desc=f"evaluate {dataset.name}/{split} seed {seed}",
+            )
+            for spec in specs:
+                fits = [segmenter_fit, method_fits[spec.id]]
+                self.store.add(
+                    self.row(spec, dataset, split, seed, results[spec.id], seconds, fits)
+                )

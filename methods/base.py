@@ -1,0 +1,128 @@
+"""The Method contract: image batch in, semantic prediction and anomaly map out.
+
+Every method, post-hoc or trained, is a ``Method``. Images are float tensors ``(B, 3, H, W)``
+in ``[0, 1]`` RGB (normalisation happens inside the model). Anomaly maps follow the project
+convention: **higher = more anomalous**; methods whose natural output is a confidence negate it
+themselves.
+
+Post-hoc methods (``PosthocMethod``) are pure functions of a shared segmenter's outputs, so the
+runner computes every post-hoc score on one segmenter from a single forward pass
+(``score(outputs)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from owsbench.datasets.base import Split
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """Config of a method that has no hyperparameters."""
+
+
+@dataclass
+class SegmenterOutput:
+    """What one segmenter forward pass yields: logits ``(B, K, h, w)`` and named features."""
+
+    logits: torch.Tensor
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Prediction:
+    """A batch of predictions at the input resolution (or the model's; the runner upsamples).
+
+    ``semantic``: ``(B, H, W)`` long class ids; ``anomaly``: ``(B, H, W)`` float, higher = more
+    anomalous; ``logits``: optional ``(B, K, H, W)``; ``extras``: named method-specific maps.
+    """
+
+    semantic: torch.Tensor
+    anomaly: torch.Tensor
+    logits: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class FitContext:
+    """What a fit may use besides the training split."""
+
+    seed: int
+    device: torch.device
+    cache_dir: Path
+    preset: str = "default"
+    progress: bool = True
+    max_stat_frames: int | None = None  # cap on frames read for post-hoc statistics
+
+
+class Method(ABC):
+    """Base class of every method (see module docstring)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+    kind: ClassVar[str] = "trained"
+    summary: ClassVar[str] = ""
+
+    def __init__(self, config: Any | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def fit(self, train: Split, ctx: FitContext) -> None:  # noqa: B027 - optional hook
+        """Fit on the training split; the default does nothing."""
+
+    @abstractmethod
+    def predict(self, images: torch.Tensor) -> Prediction:
+        """Predict a batch of images ``(B, 3, H, W)`` in ``[0, 1]``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything ``fit`` learned, as tensors / plain values."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what ``state_dict`` returned."""
+
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+
+class PosthocMethod(Method):
+    """A score computed from a shared segmenter's outputs (logits, optionally features)."""
+
+    kind: ClassVar[str] = "posthoc"
+    needs_fit: ClassVar[bool] = False  # True when fit() gathers statistics over the train split
+
+    def __init__(self, config: Any | None = None, segmenter: torch.nn.Module | None = None) -> None:
+        super().__init__(config)
+        self.segmenter = segmenter
+
+    @abstractmethod
+    def score(self, outputs: SegmenterOutput) -> torch.Tensor:
+        """Anomaly map ``(B, h, w)`` at the logits' resolution; higher = more anomalous."""
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        if self.segmenter is None:
+            raise RuntimeError(f"{self.name}: no segmenter attached")
+        with torch.inference_mode():
+            outputs = self.segmenter(images)
+        return Prediction(
+            semantic=outputs.logits.argmax(1), anomaly=self.score(outputs), logits=outputs.logits
+        )
+
+
+def image_batch(images: list, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Stack ``(H, W, 3)`` uint8 RGB arrays into a float ``(B, 3, H, W)`` tensor in ``[0, 1]``."""
+    batch = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im in images])
+    return batch.to(device=device, dtype=torch.float32).div_(255.0)
+
+
+def iter_batches(split: Split, batch_size: int, limit: int | None = None):
+    """Yield lists of consecutive frames of ``split`` (the first ``limit`` frames when given)."""
+    n = len(split) if limit is None else min(limit, len(split))
+    for start in range(0, n, batch_size):
+        yield [split[i] for i in range(start, min(start + batch_size, n))]

@@ -1,0 +1,1 @@
+"""Shared neural building blocks: segmenters and their training loop."""
