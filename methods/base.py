@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from owsbench.datasets.base import Split
@@ -117,7 +118,7 @@ class PosthocMethod(Method):
 
 def image_batch(images: list, device: torch.device | str = "cpu") -> torch.Tensor:
     """Stack ``(H, W, 3)`` uint8 RGB arrays into a float ``(B, 3, H, W)`` tensor in ``[0, 1]``."""
-    batch = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im in images])
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
     return batch.to(device=device, dtype=torch.float32).div_(255.0)
 
 

@@ -46,6 +46,8 @@ class SmpSegmenter(nn.Module):
     before the segmentation head, e.g. DeepLabV3+'s ASPP-fused features).
     """
 
+    Config = SegmenterConfig
+
     def __init__(self, config: SegmenterConfig, num_classes: int) -> None:
         super().__init__()
         self.config = config

@@ -114,8 +114,8 @@ def train_segmenter(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        log.loss.append(float(loss))
+        log.loss.append(loss.item())
         log.lr.append(lr)
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{log.loss[-1]:.3f}")
     model.eval()
     return log
