@@ -11,6 +11,7 @@ are skipped, so a rerun only does what is missing.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import subprocess
@@ -41,6 +42,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise BadInput("--device cuda was asked for but no CUDA device is available")
     return torch.device(name)
+
+
+def nan_to_none(value: Any) -> Any:
+    """JSON has no NaN: undefined metrics are written as null."""
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def git_commit() -> str | None:
@@ -174,7 +180,7 @@ class Runner:
             semantic = result.semantic.compute()
             metrics["mIoU"] = semantic["mIoU"]
             metrics["per_class_iou"] = dict(
-                zip(dataset.class_names, semantic["per_class_iou"], strict=True)
+                zip(dataset.class_names, map(nan_to_none, semantic["per_class_iou"]), strict=True)
             )
         done = [f for f in fits if f is not None]
         return {
@@ -190,7 +196,7 @@ class Runner:
             "split": split,
             "seed": seed,
             "preset": self.config.preset.name,
-            "metrics": {k: (None if v != v else v) for k, v in metrics.items()},
+            "metrics": {k: nan_to_none(v) for k, v in metrics.items()},
             "metric_version": METRIC_VERSION,
             "aggregation": "pooled pixels, void excluded",
             "frames": result.frames,
@@ -241,7 +247,8 @@ class Runner:
                     if all(self.store.has(k) for k in keys.values()):
                         continue
                     self.run_group(segmenter_id, specs, dataset, train, seed)
-        return [r for r in self.store.rows if row_key(r) in set(wanted)]
+        wanted_keys = set(wanted)
+        return [r for r in self.store.rows if row_key(r) in wanted_keys]
 
     def run_group(
         self,
