@@ -154,9 +154,8 @@ def data_info(dataset_id: str) -> None:
     entry = DATASETS.entry(dataset_id)
     cls = DATASETS.get(dataset_id)
     click.echo(f"{entry.id}: {entry.summary}")
-    click.echo(
-        f"trained on: {cls.train_on} (train split); evaluated on: {', '.join(cls.eval_splits)}"
-    )
+    click.echo(f"splits: {', '.join(cls.splits)}; evaluated: {', '.join(cls.eval_splits)}")
+    click.echo(f"methods evaluated on it train on: {cls.train_on} (train split)")
     click.echo(f"classes ({len(cls.class_names)}): {', '.join(cls.class_names)}")
     if cls.description:
         click.echo(cls.description.strip())
@@ -174,7 +173,7 @@ def data_check(dataset_id: str, data_root: Path | None, preset: str) -> None:
     cls = DATASETS.get(dataset_id)
     dataset = cls(_data_root(data_root), preset=get_preset(preset).name)
     dataset.prepare(progress=True)
-    for split in dict.fromkeys(("train", *cls.eval_splits)):
+    for split in cls.splits:
         click.echo(f"{dataset_id}/{split}: {len(dataset.split(split))} frames")
     click.echo("ok")
 

@@ -48,12 +48,13 @@ class Dataset(ABC):
     """A dataset adapter: where the data lives, its class space, and its splits.
 
     ``train_on`` names the dataset whose ``train`` split the models evaluated here are fitted on;
-    ``eval_splits`` are the splits the runner evaluates by default.
+    ``splits`` are all the splits it has; ``eval_splits`` those the runner evaluates by default.
     """
 
     name: ClassVar[str]
     class_names: ClassVar[tuple[str, ...]]
     train_on: ClassVar[str]
+    splits: ClassVar[tuple[str, ...]]
     eval_splits: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
 

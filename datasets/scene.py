@@ -53,6 +53,11 @@ class View:
         """(column, row) of ground point (lateral, t)."""
         return self.vanish_x + lateral * t * self.scale, self.horizon + t * self.scale
 
+    def anchor(self, lateral: float, t: float) -> tuple[float, float, float]:
+        """(column, row, pixels per unit height) of an object standing at (lateral, t)."""
+        x, y = self.project(lateral, t)
+        return x, y, t * self.scale
+
     def row_t(self) -> np.ndarray:
         """Depth factor of every row (negative above the horizon)."""
         return (np.arange(self.height) + 0.5 - self.horizon) / self.scale
@@ -261,8 +266,7 @@ def _ellipse(canvas: Canvas, cy: float, cx: float, ry: float, rx: float, color, 
 def draw_car(
     canvas: Canvas, view: View, lateral: float, t: float, rng: np.random.Generator
 ) -> None:
-    x, y = view.project(lateral, t)
-    u = t * view.scale
+    x, y, u = view.anchor(lateral, t)
     truck = rng.random() < 0.15
     width, height = (1.6, 2.0) if truck else (1.25, rng.uniform(0.85, 1.05))
     label = TRAIN_ID["truck"] if truck else TRAIN_ID["car"]
@@ -317,8 +321,7 @@ def draw_car(
 def draw_person(
     canvas: Canvas, view: View, lateral: float, t: float, rng: np.random.Generator
 ) -> None:
-    x, y = view.project(lateral, t)
-    u = t * view.scale
+    x, y, u = view.anchor(lateral, t)
     tall = rng.uniform(1.0, 1.25) * u
     shirt = jitter(
         rng, [(0.7, 0.2, 0.2), (0.2, 0.3, 0.6), (0.9, 0.9, 0.85), (0.2, 0.5, 0.3)][rng.integers(4)]
@@ -336,8 +339,7 @@ def draw_person(
 def draw_bicycle(
     canvas: Canvas, view: View, lateral: float, t: float, rng: np.random.Generator
 ) -> None:
-    x, y = view.project(lateral, t)
-    u = t * view.scale
+    x, y, u = view.anchor(lateral, t)
     label, dark = TRAIN_ID["bicycle"], np.float32([0.08, 0.08, 0.1])
     for wx in (x - 0.35 * u, x + 0.35 * u):
         rr, cc = ellipse(
@@ -354,8 +356,7 @@ def draw_bicycle(
 def draw_pole(
     canvas: Canvas, view: View, lateral: float, t: float, rng: np.random.Generator
 ) -> None:
-    x, y = view.project(lateral, t)
-    u = t * view.scale
+    x, y, u = view.anchor(lateral, t)
     tall = rng.uniform(2.2, 3.2) * u
     half = max(0.5, 0.05 * u)
     _box(
@@ -421,8 +422,7 @@ def draw_pole(
 def draw_tree(
     canvas: Canvas, view: View, lateral: float, t: float, rng: np.random.Generator
 ) -> None:
-    x, y = view.project(lateral, t)
-    u = t * view.scale
+    x, y, u = view.anchor(lateral, t)
     tall = rng.uniform(2.0, 3.5) * u
     label = TRAIN_ID["vegetation"]
     _box(
@@ -441,8 +441,7 @@ def draw_clutter(
     canvas: Canvas, view: View, lateral: float, t: float, rng: np.random.Generator
 ) -> None:
     """Void objects (Cityscapes "static"/"dynamic"): bins, crates, bollards; labelled 255."""
-    x, y = view.project(lateral, t)
-    u = t * view.scale
+    x, y, u = view.anchor(lateral, t)
     kind = rng.integers(3)
     if kind == 0:  # wheelie bin
         color = jitter(rng, (0.15, 0.35, 0.2) if rng.random() < 0.5 else (0.3, 0.3, 0.32))

@@ -142,6 +142,7 @@ class SynthStreets(Dataset):
     name: ClassVar[str] = "synthstreets"
     class_names: ClassVar[tuple[str, ...]] = CITYSCAPES_TRAINID_NAMES
     train_on: ClassVar[str] = "synthstreets"
+    splits: ClassVar[tuple[str, ...]] = SPLITS
     eval_splits: ClassVar[tuple[str, ...]] = ("test",)
     description: ClassVar[str] = (
         "Procedural road scenes in the Cityscapes 19-class trainId space (road, sidewalk, "
