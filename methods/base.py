@@ -12,7 +12,6 @@ runner computes every post-hoc score on one segmenter from a single forward pass
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,9 +86,6 @@ class Method(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Restore what ``state_dict`` returned."""
-
-    def config_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config)
 
 
 class PosthocMethod(Method):
