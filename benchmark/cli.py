@@ -205,6 +205,63 @@ def report(run_dirs: tuple[Path, ...], formats: str, out: Path | None) -> None:
     click.echo(markdown(list(rows.values())))
 
 
+def _rows_at(path: Path, what: str) -> list[dict]:
+    """Rows of a run folder (its results.jsonl) or of a results.jsonl file."""
+    from owsbench.results import read_rows
+
+    file = path / "results.jsonl" if path.is_dir() else path
+    if not file.is_file():
+        raise BadInput(f"{what} {path} not found (expected a run folder or a results.jsonl)")
+    rows = read_rows(file)
+    if not rows:
+        raise BadInput(f"{what} {file} holds no rows")
+    return rows
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--baseline",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A results.jsonl (or run folder) to compare with.",
+)
+@click.option(
+    "--tolerance",
+    default=None,
+    help="Absolute tolerances, e.g. AP=0.02,FPR95=0.05 (default 0.01 for every metric).",
+)
+def check(run_dir: Path, baseline: Path, tolerance: str | None) -> None:
+    """Compare RUN_DIR with a baseline; exit 1 and list what regressed beyond tolerance.
+
+    Rows are matched on method, dataset, split, seed and preset; a metric regresses when it is
+    worse than the baseline by more than its tolerance (lower AP/AUROC/mIoU, higher FPR95).
+    """
+    from tabulate import tabulate
+
+    from owsbench.check import MATCH_FIELDS, compare, parse_tolerances
+
+    tolerances = parse_tolerances(tolerance)
+    comparisons = compare(_rows_at(run_dir, "run"), _rows_at(baseline, "baseline"), tolerances)
+    regressed = [c for c in comparisons if c.regressed]
+    rows = len({c.key for c in comparisons})
+    if not regressed:
+        click.echo(f"ok: {len(comparisons)} metrics of {rows} rows within tolerance of {baseline}")
+        return
+    table = [
+        [*c.key, c.metric, _pct(c.baseline), _pct(c.value), f"{100 * c.tolerance:.2f}"]
+        for c in regressed
+    ]
+    headers = [*MATCH_FIELDS, "metric", "baseline %", "now %", "tolerance %"]
+    click.echo(tabulate(table, headers, tablefmt="github", disable_numparse=True))
+    click.echo(f"regressed: {len(regressed)} of {len(comparisons)} metrics ({rows} rows)")
+    sys.exit(1)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: map ``BadInput`` to exit 2 with one line on stderr."""
     try:

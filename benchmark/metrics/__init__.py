@@ -1,8 +1,11 @@
-"""Streaming, mergeable pixel metrics: anomaly (AP, AUROC, FPR95) and closed-set (mIoU).
+"""Streaming, mergeable metrics: pixel anomaly (AP, AUROC, FPR95), SMIYC component (sIoU, PPV,
+component F1) and closed-set (mIoU).
 
-Importing this package loads numpy only; torch tensors are accepted by duck typing.
+Importing this package loads numpy only (scipy is imported on the first component update); torch
+tensors are accepted by duck typing.
 """
 
+from .components import ComponentMetric
 from .pixel import AnomalyMetric
 from .semantic import SemanticMetric
 
@@ -10,4 +13,4 @@ from .semantic import SemanticMetric
 # void handling, default bits) changes, so that rows computed differently never get compared.
 METRIC_VERSION = "pixel-v1"
 
-__all__ = ["METRIC_VERSION", "AnomalyMetric", "SemanticMetric"]
+__all__ = ["METRIC_VERSION", "AnomalyMetric", "ComponentMetric", "SemanticMetric"]

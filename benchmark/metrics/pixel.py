@@ -24,14 +24,20 @@ the metrics are the exact metrics of the scores rounded down to their bin's lowe
 
     AP     = sum_k (R_k - R_{k-1}) * P_k,  R_0 = 0           (step sum, no interpolation)
     AUROC  = sum_k (FPR_k - FPR_{k-1}) * (TPR_k + TPR_{k-1}) / 2,  (FPR_0, TPR_0) = (0, 0)
-    FPR95  = FPR_k* with k* = min {k : TPR_k >= 0.95}
+    FPR95  = FPR_k* with k* = min {k : TPR_k >= 0.95}                          (fpr_rule="first")
+    FPR95  = FPR_k* with k* = max argmin_{k <= k1} |R_k - 0.95|,  k1 = min {k : R_k = 1}
+                                                                               (fpr_rule="nearest")
+    F1_k   = 2 TP_k / (2 TP_k + FP_k + FN_k),  FN_k = P - TP_k;   best F1 = max_k F1_k
 
 Sources: AP is scikit-learn's ``average_precision_score`` (``sklearn/metrics/_ranking.py``, which
 ties equal scores into one threshold the same way); AUROC is the trapezoid ``np.trapz(tpr, fpr)``
-and FPR95 the ``fpr[np.searchsorted(tpr, 0.95)]`` of the Fishyscapes benchmark
+and the default FPR95 the ``fpr[np.searchsorted(tpr, 0.95)]`` of the Fishyscapes benchmark
 (``hermannsblum/bdl-benchmark: bdlb/fishyscapes/benchmark.py``) and of SegmentMeIfYouCan
 (``SegmentMeIfYouCan/road-anomaly-benchmark: metrics/pixel_classification.py``), both pooled over
-all pixels of a split with label 255 excluded.
+all pixels of a split with label 255 excluded. The "nearest" FPR95 is the rule of Hendrycks' CAOS
+benchmark (``hendrycks/anomaly-seg: anom_utils.py: fpr_and_fdr_at_recall``) and the best F1 that
+of SegmentMeIfYouCan (``metrics/pixel_classification_curves.py: curves_from_cmats``); see
+:meth:`AnomalyMetric.compute` and :meth:`AnomalyMetric.best_f1` for their tie rules.
 
 Accuracy of the default ``bits=24`` (absolute difference to scikit-learn on the raw float32
 scores, 2e7 pixels, ~1 % positives, measured on this project's machine):
@@ -256,23 +262,46 @@ class AnomalyMetric:
 
     # --------------------------------------------------------------------------- compute
 
+    def _cumulative(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Lower edges of the non-empty bins (descending) and the TP and FP counts at each."""
+        bins, neg, pos = (a[::-1] for a in self._counts())
+        edges = key_to_float((bins << self._shift).astype(np.uint32)).astype(np.float64)
+        return edges, np.cumsum(pos), np.cumsum(neg)
+
     def curve(self) -> AnomalyCurve:
         """TPR, FPR, precision and recall at each non-empty bin's lower edge, descending."""
-        bins, neg, pos = (a[::-1] for a in self._counts())
-        tp, fp = np.cumsum(pos), np.cumsum(neg)
-        n_pos, n_neg = (tp[-1], fp[-1]) if bins.size else (0, 0)
+        edges, tp, fp = self._cumulative()
+        n_pos, n_neg = (tp[-1], fp[-1]) if edges.size else (0, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             tpr = tp / n_pos if n_pos else np.full(tp.shape, np.nan)
             fpr = fp / n_neg if n_neg else np.full(fp.shape, np.nan)
             precision = tp / (tp + fp)
-        edges = key_to_float((bins << self._shift).astype(np.uint32)).astype(np.float64)
         return AnomalyCurve(edges, tpr, fpr, precision, tpr.copy())
 
-    def compute(self) -> dict[str, float]:
+    def compute(self, fpr_rule: str = "first") -> dict[str, float]:
         """``{"AP", "AUROC", "FPR95"}`` as fractions in [0, 1]; NaN where undefined.
 
-        AP needs positives; AUROC and FPR95 need positives and negatives.
+        AP needs positives; AUROC and FPR95 need positives and negatives. ``fpr_rule`` picks the
+        threshold index ``k*`` whose FPR is reported as FPR95 (thresholds descending, recall
+        ``R_k = TPR_k`` non-decreasing in ``k``):
+
+        - ``"first"`` (default): ``k* = min {k : R_k >= 0.95}``, the first threshold reaching
+          95 % recall, as ``fpr[np.searchsorted(tpr, 0.95)]`` in Fishyscapes
+          (``bdlb/fishyscapes/benchmark.py``) and SegmentMeIfYouCan
+          (``metrics/pixel_classification_curves.py``).
+        - ``"nearest"``: the threshold whose recall is nearest to 0.95, as in Hendrycks' CAOS
+          benchmark (``hendrycks/anomaly-seg: anom_utils.py: fpr_and_fdr_at_recall``, which
+          takes ``np.argmin(np.abs(recall - 0.95))`` over the points ordered from the highest
+          threshold with full recall upwards). Reproduced with its tie rules: points below the
+          highest full-recall threshold ``k1 = min {k : R_k = 1}`` are dropped, and among
+          points equally near to 0.95 the one with the lowest threshold (largest ``k``, so the
+          largest FPR) wins: ``k* = max argmin_{k <= k1} |R_k - 0.95|``. The distances are
+          computed in float64 from the same integer counts, so exact ties are the same ties.
+          Hendrycks applies the rule per image and averages over images; here it is applied
+          to the pooled curve.
         """
+        if fpr_rule not in ("first", "nearest"):
+            raise ValueError(f'fpr_rule must be "first" or "nearest", got {fpr_rule!r}')
         c = self.curve()
         has_pos, has_neg = self.num_positives > 0, self.num_negatives > 0
         nan = float("nan")
@@ -281,8 +310,37 @@ class AnomalyMetric:
             return {"AP": ap, "AUROC": nan, "FPR95": nan}
         tpr, fpr = np.concatenate(([0.0], c.tpr)), np.concatenate(([0.0], c.fpr))
         auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)
-        fpr95 = float(c.fpr[np.searchsorted(c.tpr, 0.95, side="left")])
-        return {"AP": ap, "AUROC": auroc, "FPR95": fpr95}
+        if fpr_rule == "first":
+            k = int(np.searchsorted(c.tpr, 0.95, side="left"))
+        else:
+            k1 = int(np.searchsorted(c.recall, c.recall[-1], side="left"))
+            k = k1 - int(np.argmin(np.abs(c.recall[k1::-1] - 0.95)))
+        return {"AP": ap, "AUROC": auroc, "FPR95": float(c.fpr[k])}
+
+    def best_f1(self) -> tuple[float, float]:
+        """Maximum pixel F1 over the curve's thresholds and the threshold achieving it.
+
+        ``F1_k = 2 TP_k / (2 TP_k + FP_k + FN_k)`` for the rule ``score >= thresholds[k]``
+        (``thresholds[k]`` is a bin's lower edge, so for float32 or float16 scores the rule is
+        exact); ties go to the highest threshold (first maximum along the descending curve).
+        Returns ``(nan, nan)`` without positives.
+
+        SegmentMeIfYouCan (``metrics/pixel_classification_curves.py: curves_from_cmats``)
+        computes the same F1 on its binned curve, whose thresholds are also lower bin edges
+        counted with ``score >= threshold`` (``np.histogram`` bins are ``[e_i, e_{i+1})``), and
+        takes ``np.nanargmax``, the same tie rule. Its component metrics then use this
+        ``best_f1_threshold`` with the strict rule ``anomaly_p > thresh_p``
+        (``metrics/instance_segmentation.py: default_instancer``), which drops pixels lying
+        exactly on the edge; :class:`~owsbench.metrics.components.ComponentMetric` uses
+        ``>=``, consistent with this F1 (pass ``np.nextafter(threshold, np.inf)`` to it for the
+        official strict rule).
+        """
+        edges, tp, fp = self._cumulative()
+        if not edges.size or not tp[-1]:
+            return float("nan"), float("nan")
+        f1 = 2 * tp / (tp + fp + tp[-1])  # 2 TP + FP + FN = TP + FP + P
+        k = int(np.argmax(f1))
+        return float(f1[k]), float(edges[k])
 
     def __repr__(self) -> str:
         return (
