@@ -80,6 +80,28 @@ def list_cmd(what: str) -> None:
 @click.option(
     "--cache-dir", type=click.Path(path_type=Path), help="Fitted checkpoints [$OWSBENCH_CACHE]."
 )
+@click.option(
+    "--aggregation",
+    type=click.Choice(["pooled", "per-image"]),
+    default="pooled",
+    show_default=True,
+    help="Pixel metrics pooled over the split, or per-image means (Hendrycks CAOS).",
+)
+@click.option(
+    "--fpr-rule",
+    type=click.Choice(["first", "nearest"]),
+    default="first",
+    show_default=True,
+    help="FPR95 at the first threshold with TPR >= 0.95, or the nearest to 0.95 (Hendrycks).",
+)
+@click.option(
+    "--save-scores", is_flag=True, help="Keep float16 score maps, SMIYC layout, in OUT/scores/."
+)
+@click.option(
+    "--components",
+    is_flag=True,
+    help="Add SMIYC component metrics (sIoU, PPV, F1); threshold = best pixel F1 on the split.",
+)
 @click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
 def run(
     methods: str | None,
@@ -91,6 +113,10 @@ def run(
     data_root: Path | None,
     out: Path,
     cache_dir: Path | None,
+    aggregation: str,
+    fpr_rule: str,
+    save_scores: bool,
+    components: bool,
     progress: bool,
 ) -> None:
     """Fit and evaluate METHODS on DATASETS; write OUT/results.jsonl and the leaderboard.
@@ -116,6 +142,10 @@ def run(
         out=out,
         cache_dir=cache_dir or user_cache_dir(),
         progress=progress,
+        aggregation=aggregation,
+        fpr_rule=fpr_rule,
+        save_scores=save_scores or components,
+        components=components,
         segmenter_overrides=file.get("segmenter") or {},
         method_overrides=file.get("method_configs") or {},
     )
@@ -180,29 +210,77 @@ def data_check(dataset_id: str, data_root: Path | None, preset: str) -> None:
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "formats", default="md,csv", show_default=True, help="md,csv")
+@click.option(
+    "--format", "formats", default="md,csv", show_default=True, help="Any of md,csv,latex,html."
+)
+@click.option("--figures", is_flag=True, help="Also write PNG figures (html always has them).")
 @click.option("--out", type=click.Path(path_type=Path), help="Where to write (default: first DIR).")
-def report(run_dirs: tuple[Path, ...], formats: str, out: Path | None) -> None:
-    """Rebuild the leaderboard from one or more run folders' results.jsonl."""
-    from owsbench.config import split_ids
-    from owsbench.report import markdown, write_leaderboard
-    from owsbench.results import read_rows, row_key
+def report(run_dirs: tuple[Path, ...], formats: str, figures: bool, out: Path | None) -> None:
+    """Rebuild the leaderboard from one or more run folders' results.jsonl.
 
-    wanted = split_ids(formats, "formats")
-    for fmt in wanted:
-        if fmt not in ("md", "csv"):
-            raise BadInput(f"unknown report format {fmt!r}; valid: md, csv")
-    rows: dict[tuple, dict] = {}
-    for run_dir in run_dirs:
-        path = run_dir / "results.jsonl"
-        if not path.is_file():
-            raise BadInput(f"no results.jsonl in {run_dir}")
-        rows.update((row_key(r), r) for r in read_rows(path))
+    Rows of later folders replace rows of earlier ones with the same key. Formats: md
+    (leaderboard.md), csv (leaderboard.csv), latex (leaderboard.tex), html (report.html, one
+    self-contained page with the figures). Figures go to OUT/figures/.
+    """
+    from owsbench.report import load_runs, markdown, parse_formats, write_leaderboard
+
+    wanted = parse_formats(formats)
+    rows = load_runs(run_dirs)
     target = out or run_dirs[0]
-    target.mkdir(parents=True, exist_ok=True)
-    for path in write_leaderboard(list(rows.values()), target, tuple(wanted)):
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInput(f"cannot create output folder {target}: {err.strerror}") from None
+    for path in write_leaderboard(rows, target, wanted, figures=figures):
         click.echo(f"wrote {path}")
-    click.echo(markdown(list(rows.values())))
+    click.echo(markdown(rows))
+
+
+@cli.group("score-maps")
+def score_maps() -> None:
+    """Evaluate per-frame score maps saved in the SMIYC layout (by owsbench or anything else)."""
+
+
+@score_maps.command("evaluate")
+@click.argument("maps_dir", type=click.Path(path_type=Path))
+@click.option("--dataset", "dataset_id", required=True, help="Dataset id whose labels to use.")
+@click.option("--split", default=None, help="Split (default: the dataset's first eval split).")
+@click.option("--data-root", type=click.Path(path_type=Path), help="[$OWSBENCH_DATA]")
+@click.option("--preset", default="default", show_default=True)
+@click.option("--aggregation", type=click.Choice(["pooled", "per-image"]), default="pooled")
+@click.option("--fpr-rule", type=click.Choice(["first", "nearest"]), default="first")
+@click.option("--components", is_flag=True, help="Add SMIYC component metrics.")
+@click.option("--progress/--no-progress", default=True)
+def score_maps_evaluate(
+    maps_dir: Path,
+    dataset_id: str,
+    split: str | None,
+    data_root: Path | None,
+    preset: str,
+    aggregation: str,
+    fpr_rule: str,
+    components: bool,
+    progress: bool,
+) -> None:
+    """Evaluate MAPS_DIR, a folder of <frame id>.hdf5 maps (float 'value', higher = more
+    anomalous, at label resolution), e.g. OUT/scores/seed0/anomaly_p/<method>/<dataset>-<split>.
+    """
+    from owsbench.catalog import DATASETS
+    from owsbench.config import get_preset
+    from owsbench.score_eval import evaluate_score_maps
+
+    if not maps_dir.is_dir():
+        raise BadInput(f"score map folder {maps_dir} not found")
+    dataset = DATASETS.get(dataset_id)(_data_root(data_root), preset=get_preset(preset).name)
+    dataset.prepare(progress=progress)
+    split_name = split or dataset.eval_splits[0]
+    metrics = evaluate_score_maps(
+        dataset.split(split_name), maps_dir, dataset, aggregation, fpr_rule, components, progress
+    )
+    click.echo(f"{dataset_id}/{split_name}: {maps_dir} ({aggregation}, FPR95 rule {fpr_rule})")
+    for name, value in metrics.items():
+        shown = f"{value:.6g}" if name in ("frames", "threshold") else _pct(value)
+        click.echo(f"  {name:<20} {shown}")
 
 
 def _rows_at(path: Path, what: str) -> list[dict]:

@@ -55,6 +55,10 @@ class RunConfig:
     out: Path
     cache_dir: Path
     progress: bool = True
+    aggregation: str = "pooled"  # or "per-image" (Hendrycks CAOS)
+    fpr_rule: str = "first"  # or "nearest" (Hendrycks CAOS)
+    save_scores: bool = False  # keep per-frame float16 maps (SMIYC layout) under OUT/scores
+    components: bool = False  # SMIYC component metrics (needs the maps; implies save_scores)
     segmenter_overrides: dict[str, Any] = field(default_factory=dict)
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -19,6 +21,8 @@ from tqdm.auto import tqdm
 from owsbench.datasets.base import Frame, Split
 from owsbench.methods.base import PosthocMethod, image_batch
 from owsbench.metrics import AnomalyMetric, SemanticMetric
+from owsbench.metrics.per_image import PerImageAnomalyMetric
+from owsbench.score_maps import score_map_path, write_score_map
 
 
 @dataclass
@@ -34,6 +38,7 @@ class SplitResult:
     """The metric states of one method on one split, and the time spent."""
 
     anomaly: AnomalyMetric = field(default_factory=AnomalyMetric)
+    per_image: PerImageAnomalyMetric | None = None
     semantic: SemanticMetric | None = None
     frames: int = 0
     score_seconds: float = 0.0
@@ -56,6 +61,52 @@ class PosthocGroup:
             anomaly[method_id] = method.score(outputs)
             self.score_seconds[method_id] += time.perf_counter() - start
         return BatchOutput(semantic=outputs.logits.argmax(1), anomaly=anomaly)
+
+
+class FrameObserver(Protocol):
+    """Sees every labelled frame with each method's score map at label resolution."""
+
+    def observe(self, frame: Frame, scores: dict[str, np.ndarray]) -> None: ...
+
+
+class SampleCollector:
+    """Keeps the first ``limit`` frames and every method's map for the qualitative figure."""
+
+    def __init__(self, limit: int = 4) -> None:
+        self.limit = limit
+        self.frames: list[Frame] = []
+        self.scores: dict[str, list[np.ndarray]] = {}
+
+    def observe(self, frame: Frame, scores: dict[str, np.ndarray]) -> None:
+        if len(self.frames) >= self.limit:
+            return
+        self.frames.append(frame)
+        for method_id, score in scores.items():
+            self.scores.setdefault(method_id, []).append(score.astype(np.float16))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """``frame_ids``, ``image``, ``anomaly`` and ``score:<method>`` stacked (same sizes)."""
+        if not self.frames or len({f.image.shape for f in self.frames}) > 1:
+            return {}
+        return {
+            "frame_ids": np.array([f.frame_id for f in self.frames]),
+            "image": np.stack([f.image for f in self.frames]),
+            "anomaly": np.stack([f.anomaly for f in self.frames]),
+            **{f"score:{m}": np.stack(maps) for m, maps in self.scores.items()},
+        }
+
+
+class ScoreMapSaver:
+    """Writes every map in the SMIYC layout (``owsbench.score_maps``)."""
+
+    def __init__(self, root: Path, dataset: str) -> None:
+        self.root, self.dataset = root, dataset
+
+    def observe(self, frame: Frame, scores: dict[str, np.ndarray]) -> None:
+        for method_id, score in scores.items():
+            write_score_map(
+                score_map_path(self.root, method_id, self.dataset, frame.frame_id), score
+            )
 
 
 def same_size_runs(frames: list[Frame]) -> Iterator[list[Frame]]:
@@ -88,9 +139,19 @@ def evaluate_split(
     device: torch.device,
     progress: bool = True,
     desc: str = "evaluate",
+    per_image_fpr_rule: str | None = None,
+    observers: tuple[FrameObserver, ...] = (),
 ) -> tuple[dict[str, SplitResult], float]:
-    """Run ``group`` over ``split``; return per-method metric states and the wall seconds."""
-    results = {method_id: SplitResult() for method_id in group.methods}
+    """Run ``group`` over ``split``; return per-method metric states and the wall seconds.
+
+    With ``per_image_fpr_rule`` set, per-frame metrics are kept too (per-image-mean aggregation).
+    """
+    results = {
+        method_id: SplitResult(
+            per_image=PerImageAnomalyMetric(per_image_fpr_rule) if per_image_fpr_rule else None
+        )
+        for method_id in group.methods
+    }
     group.score_seconds = dict.fromkeys(group.methods, 0.0)
     semantic = SemanticMetric(num_classes)
     has_semantic = False
@@ -107,11 +168,20 @@ def evaluate_split(
                     pred = to_label_size(output.semantic[b : b + 1], size, "nearest")[0]
                     semantic.update(pred, frame.semantic)
                     has_semantic = True
-                for method_id, scores in output.anomaly.items():
-                    results[method_id].frames += 1
-                    if frame.anomaly is not None:
-                        score = to_label_size(scores[b : b + 1], size, "bilinear")[0]
-                        results[method_id].anomaly.update(score, frame.anomaly)
+                for result in results.values():
+                    result.frames += 1
+                if frame.anomaly is None:
+                    continue
+                maps = {
+                    method_id: to_label_size(scores[b : b + 1], size, "bilinear")[0]
+                    for method_id, scores in output.anomaly.items()
+                }
+                for method_id, score in maps.items():
+                    results[method_id].anomaly.update(score, frame.anomaly)
+                    if results[method_id].per_image is not None:
+                        results[method_id].per_image.update(score, frame.anomaly)
+                for observer in observers:
+                    observer.observe(frame, maps)
             bar.update(len(run))
     bar.close()
     for method_id, result in results.items():

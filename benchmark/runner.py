@@ -23,17 +23,26 @@ import torch
 from tqdm.auto import tqdm
 
 import owsbench
+from owsbench.artifacts import save_curve, save_samples, save_training_log
 from owsbench.cache import content_hash
 from owsbench.catalog import DATASETS, METHODS, SEGMENTERS
 from owsbench.config import MethodSpec, RunConfig, apply_overrides, parse_method
 from owsbench.datasets.base import Dataset
 from owsbench.errors import BadInput
-from owsbench.evaluate import PosthocGroup, SplitResult, evaluate_split
+from owsbench.evaluate import (
+    FrameObserver,
+    PosthocGroup,
+    SampleCollector,
+    ScoreMapSaver,
+    SplitResult,
+    evaluate_split,
+)
 from owsbench.fits import Fit, FitCache
 from owsbench.methods.base import FitContext, PosthocMethod
 from owsbench.methods.nn.training import train_segmenter
 from owsbench.metrics import METRIC_VERSION
 from owsbench.results import ResultsStore, row_key
+from owsbench.score_eval import THRESHOLD_RULE, component_metrics
 
 
 def resolve_device(name: str) -> torch.device:
@@ -160,6 +169,9 @@ class Runner:
                 "segmenter": spec.segmenter,
                 "segmenter_config": dataclasses.asdict(self.segmenter_config(spec.segmenter)),
                 "preset": self.config.preset.name,
+                "aggregation": self.config.aggregation,
+                "fpr_rule": self.config.fpr_rule,
+                "components": self.config.components,
             }
         )
 
@@ -172,10 +184,15 @@ class Runner:
         result: SplitResult,
         infer_seconds: float,
         fits: list[Fit | None],
+        components: dict[str, Any],
+        samples: str | None,
     ) -> dict[str, Any]:
         metrics: dict[str, Any] = {"AP": None, "AUROC": None, "FPR95": None, "mIoU": None}
-        if result.anomaly.num_positives + result.anomaly.num_negatives > 0:
-            metrics.update(result.anomaly.compute())
+        if result.per_image is not None:
+            metrics.update(result.per_image.compute())
+        elif result.anomaly.num_positives + result.anomaly.num_negatives > 0:
+            metrics.update(result.anomaly.compute(fpr_rule=self.config.fpr_rule))
+        metrics.update(components)
         if result.semantic is not None:
             semantic = result.semantic.compute()
             metrics["mIoU"] = semantic["mIoU"]
@@ -183,7 +200,7 @@ class Runner:
                 zip(dataset.class_names, map(nan_to_none, semantic["per_class_iou"]), strict=True)
             )
         done = [f for f in fits if f is not None]
-        return {
+        row = {
             "method": spec.id,
             "method_name": spec.name,
             "segmenter": spec.segmenter,
@@ -198,7 +215,9 @@ class Runner:
             "preset": self.config.preset.name,
             "metrics": {k: nan_to_none(v) for k, v in metrics.items()},
             "metric_version": METRIC_VERSION,
-            "aggregation": "pooled pixels, void excluded",
+            "aggregation": self.config.aggregation,
+            "fpr_rule": self.config.fpr_rule,
+            "component_threshold_rule": THRESHOLD_RULE if self.config.components else None,
             "frames": result.frames,
             "anomaly_pixels": result.anomaly.num_positives,
             "inlier_pixels": result.anomaly.num_negatives,
@@ -214,6 +233,14 @@ class Runner:
             "python": platform.python_version(),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        row["row_id"] = content_hash(row_key(row), length=12)
+        training = [save_training_log(self.config.out, f) for f in done]
+        row["artifacts"] = {
+            "curve": save_curve(self.config.out, row["row_id"], result.anomaly),
+            "samples": samples,
+            "training": [t for t in training if t],
+        }
+        return row
 
     def pending_key(self, spec: MethodSpec, dataset: Dataset, split: str, seed: int) -> tuple:
         probe = {
@@ -266,17 +293,40 @@ class Runner:
             )
         group = PosthocGroup(segmenter, methods)
         for split in dataset.eval_splits:
+            frames = dataset.split(split)
+            collector = SampleCollector()
+            maps_root = self.config.out / "scores" / f"seed{seed}"
+            dset = f"{dataset.name}-{split}"
+            observers: list[FrameObserver] = [collector]
+            if self.config.save_scores or self.config.components:
+                observers.append(ScoreMapSaver(maps_root, dset))
             results, seconds = evaluate_split(
                 group,
-                dataset.split(split),
+                frames,
                 dataset.num_classes,
                 self.config.preset.eval_batch_size,
                 self.device,
                 self.config.progress,
                 desc=f"evaluate {dataset.name}/{split} seed {seed}",
+                per_image_fpr_rule=(
+                    self.config.fpr_rule if self.config.aggregation == "per-image" else None
+                ),
+                observers=tuple(observers),
             )
+            samples = save_samples(self.config.out, dataset.name, split, seed, collector.arrays())
             for spec in specs:
                 fits = [segmenter_fit, method_fits[spec.id]]
-                self.store.add(
-                    self.row(spec, dataset, split, seed, results[spec.id], seconds, fits)
+                components = (
+                    component_metrics(
+                        frames,
+                        maps_root / "anomaly_p" / spec.id / dset,
+                        dataset,
+                        self.config.progress,
+                    )
+                    if self.config.components
+                    else {}
                 )
+                row = self.row(
+                    spec, dataset, split, seed, results[spec.id], seconds, fits, components, samples
+                )
+                self.store.add(row)

@@ -57,6 +57,9 @@ class Dataset(ABC):
     splits: ClassVar[tuple[str, ...]]
     eval_splits: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
+    # SMIYC component metrics: predicted components below the first size and ground-truth
+    # components below the second (pixels) are dropped / made void; 0 = keep all.
+    component_size_filters: ClassVar[tuple[int, int]] = (0, 0)
 
     def __init__(self, root: Path, preset: str = "default") -> None:
         self.root = Path(root)

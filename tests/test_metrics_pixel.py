@@ -260,3 +260,103 @@ def test_key_is_order_preserving() -> None:
     assert np.all(np.diff(keys.astype(np.int64)) > 0)
     assert float_to_key(np.float32(-0.0)) == float_to_key(np.float32(0.0))
     np.testing.assert_array_equal(key_to_float(keys), values)
+
+
+def hendrycks_fpr95(labels: np.ndarray, scores: np.ndarray) -> float:
+    """``fpr_and_fdr_at_recall`` of hendrycks/anomaly-seg (anom_utils.py), step by step."""
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    s, y = scores[order], labels[order] == 1
+    idx = np.r_[np.where(np.diff(s))[0], y.size - 1]
+    tps = np.cumsum(y, dtype=np.float64)[idx]
+    fps = 1 + idx - tps
+    recall = tps / tps[-1]
+    last = tps.searchsorted(tps[-1])
+    recall, fps = np.r_[recall[last::-1], 1], np.r_[fps[last::-1], 0]
+    return fps[np.argmin(np.abs(recall - 0.95))] / np.sum(~y)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(
+    "make_scores",
+    [
+        pytest.param(lambda z, y: quantize(z + y, 24), id="distinct"),
+        pytest.param(lambda z, y: np.round(z + 2 * y, 1), id="rounded"),
+        pytest.param(lambda z, y: np.round(2 * z + y), id="few-values"),
+    ],
+)
+def test_nearest_fpr_matches_hendrycks(seed: int, make_scores) -> None:
+    z, y = make(int(np.random.default_rng(seed).integers(20, 3000)), seed, rate=0.1)
+    scores = np.asarray(make_scores(z, y), np.float32)
+    m = AnomalyMetric()
+    m.update(scores, y)
+    assert m.compute("nearest")["FPR95"] == hendrycks_fpr95(y, scores)
+    assert m.compute("first") == m.compute()
+
+
+def test_nearest_fpr_tie_rules() -> None:
+    # 20 positives: 19 at score 10, then negatives at 9, 8, 7 (2 each), then 1 positive at 0 and
+    # 4 negatives at 0. Recall is 19/20 = 0.95 (distance 0) at thresholds 10, 9, 8, 7, so
+    # "first" takes 10 (FPR 0/10) and Hendrycks the lowest of the tied points, 7 (FPR 6/10).
+    scores = np.r_[[10.0] * 19, [9, 9, 8, 8, 7, 7], 0, [0] * 4].astype(np.float32)
+    labels = np.r_[[1] * 19, [0] * 6, 1, [0] * 4].astype(np.uint8)
+    m = AnomalyMetric()
+    m.update(scores, labels)
+    assert m.compute("first")["FPR95"] == 0.0
+    assert m.compute("nearest")["FPR95"] == 0.6 == hendrycks_fpr95(labels, scores)
+    # Full recall only at the last threshold: points below it do not exist, and recall 1 ties
+    # with nothing. 2 positives: recall 0.5 at 5 (distance 0.45), 1.0 at 1 (distance 0.05).
+    m = AnomalyMetric()
+    m.update(np.array([5, 3, 1, 1], np.float32), np.array([1, 0, 1, 0], np.uint8))
+    assert m.compute("nearest")["FPR95"] == 1.0 == m.compute("first")["FPR95"]
+    # Full recall reached at 1; the lower threshold 0 (recall 1, more negatives) is dropped.
+    m = AnomalyMetric()
+    m.update(np.array([1, 1, 0, 0], np.float32), np.array([1, 1, 0, 0], np.uint8))
+    assert m.compute("nearest")["FPR95"] == 0.0
+
+
+def test_fpr_rule_is_checked() -> None:
+    with pytest.raises(ValueError, match="fpr_rule"):
+        AnomalyMetric().compute("interpolate")
+
+
+def brute_force_best_f1(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """max over unique scores u (highest u on ties) of the F1 of the rule ``score >= u``."""
+    best = (-1.0, np.nan)
+    for u in np.unique(scores)[::-1]:
+        flagged = scores >= u
+        tp = np.sum(flagged & (labels == 1))
+        fp = np.sum(flagged & (labels == 0))
+        fn = np.sum(~flagged & (labels == 1))
+        f1 = 2 * tp / (2 * tp + fp + fn)
+        if f1 > best[0]:
+            best = (f1, float(u))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_best_f1_matches_brute_force(seed: int) -> None:
+    z, y = make(500, seed, rate=0.2)
+    scores = z + 1.5 * y
+    if seed % 2:
+        scores = np.round(scores, 1)  # ties
+    scores = quantize(scores, 24)  # each score is its own bin's lower edge
+    labels = y.copy()
+    labels[::11] = 255
+    m = AnomalyMetric()
+    m.update(scores, labels)
+    keep = labels != 255
+    f1, threshold = m.best_f1()
+    want_f1, want_threshold = brute_force_best_f1(scores[keep], labels[keep])
+    assert f1 == pytest.approx(want_f1, abs=EXACT)
+    assert threshold == want_threshold
+
+
+def test_best_f1_ties_and_undefined() -> None:
+    # thresholds 4, 3, 2, 1: F1 = 2/3, 2/4, 2/5, 4/6; the tie 2/3 goes to the higher threshold 4
+    m = AnomalyMetric()
+    m.update(np.array([4, 3, 2, 1], np.float32), np.array([1, 0, 0, 1], np.uint8))
+    assert m.best_f1() == (2 / 3, 4.0)
+    assert all(math.isnan(v) for v in AnomalyMetric().best_f1())
+    no_pos = AnomalyMetric()
+    no_pos.update(np.arange(3.0), np.zeros(3, np.uint8))
+    assert all(math.isnan(v) for v in no_pos.best_f1())

@@ -1,5 +1,6 @@
 """Post-hoc logit scores: hand-computed values, sign convention, shapes and stability."""
 
+import dataclasses
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,10 +94,10 @@ def test_methods_apply_their_score_to_the_logits():
         (Entropy(), entropy_score),
     ]:
         assert torch.equal(method.score(outputs), fn(logits)), method.name
-        assert method.config_dict() == {} and method.summary
+        assert dataclasses.asdict(method.config) == {} and method.summary
     energy = Energy(Energy.Config(temperature=2.0))
     assert torch.equal(energy.score(outputs), energy_score(logits, temperature=2.0))
-    assert energy.config_dict() == {"temperature": 2.0}
+    assert dataclasses.asdict(energy.config) == {"temperature": 2.0}
     assert [m.name for m in (MSP, MaxLogit, Entropy, Energy)] == [
         "msp",
         "maxlogit",

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from owsbench.metrics import AnomalyMetric
 
 METHODS = "msp,maxlogit,entropy,energy,sml"
 
@@ -79,3 +82,32 @@ def test_same_command_gives_identical_metrics(first_run):
     first = {r["method"]: r["metrics"] for r in rows(out)}
     second = {r["method"]: r["metrics"] for r in rows(again)}
     assert first == second
+
+
+def test_options_and_artifacts(first_run):
+    tmp_path, _, cache, _ = first_run
+    out = tmp_path / "options"
+    extra = ("--components", "--aggregation", "per-image", "--fpr-rule", "nearest")
+    result = run(tmp_path, out, cache, *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = rows(out)
+    assert len(found) == 5
+    for row in found:
+        assert (row["aggregation"], row["fpr_rule"]) == ("per-image", "nearest")
+        assert row["component_threshold_rule"].startswith("best pixel F1")
+        assert row["fit_cached"]  # same recipe as the first run: nothing refitted
+        for metric in ("sIoU", "PPV", "mean_F1", "F1_25", "F1_50", "F1_75"):
+            assert 0.0 <= row["metrics"][metric] <= 1.0
+        maps = out / "scores" / "seed0" / "anomaly_p" / row["method"] / "synthstreets-test"
+        assert len(list(maps.glob("test_*.hdf5"))) == row["frames"]
+        artifacts = row["artifacts"]
+        with np.load(out / artifacts["curve"]) as curve:
+            assert AnomalyMetric.from_state_dict(dict(curve)).num_positives == row["anomaly_pixels"]
+        with np.load(out / artifacts["samples"]) as samples:
+            assert f"score:{row['method']}" in samples.files and samples["image"].shape[0] == 4
+        log = json.loads((out / artifacts["training"][0]).read_text())
+        assert len(log["train_loss"]) == 3
+    # the options are part of the config: these rows do not collide with the default ones
+    assert {r["config_hash"] for r in found}.isdisjoint(
+        {r["config_hash"] for r in rows(first_run[1])}
+    )

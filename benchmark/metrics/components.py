@@ -221,7 +221,7 @@ class ComponentMetric:
         gt_kept[0] = pred_kept[0] = False
         siou = intersection[gt_kept] / (gt_size[gt_kept] + k_hat_background[gt_kept])
         ppv = pred_on_gt[pred_kept] / pred_size[pred_kept]
-        return siou.astype(np.float64), ppv.astype(np.float64)
+        return siou, ppv
 
     # --------------------------------------------------------------------------- compute
 

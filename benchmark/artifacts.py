@@ -1,0 +1,57 @@
+"""Files a run writes beside ``results.jsonl`` for reports and figures (paths are relative).
+
+- ``curves/<row id>.npz``: the row's streaming anomaly histogram (``AnomalyMetric.state_dict``),
+  from which PR and ROC curves are drawn without raw pixels;
+- ``samples/<dataset>__<split>__seed<seed>.npz``: the first frames of a split with every
+  method's score map (float16), for the qualitative figure; methods evaluated in separate
+  groups add their maps to the same file;
+- ``training/<fit>.json``: a fit's training curve (loss and learning rate per step).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from owsbench.cache import atomic_write_bytes, atomic_write_text
+from owsbench.fits import Fit
+from owsbench.metrics import AnomalyMetric
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_curve(out: Path, row_id: str, metric: AnomalyMetric) -> str:
+    relative = f"curves/{row_id}.npz"
+    _write_npz(Path(out) / relative, metric.state_dict())
+    return relative
+
+
+def save_samples(out: Path, dataset: str, split: str, seed: int, arrays: dict) -> str | None:
+    """Write (or extend with more methods' maps) the samples file; None when there is nothing."""
+    if not arrays:
+        return None
+    relative = f"samples/{dataset}__{split}__seed{seed}.npz"
+    path = Path(out) / relative
+    if path.exists():
+        with np.load(path) as existing:
+            if np.array_equal(existing["frame_ids"], arrays["frame_ids"]):
+                arrays = {**{k: existing[k] for k in existing.files}, **arrays}
+    _write_npz(path, arrays)
+    return relative
+
+
+def save_training_log(out: Path, fit: Fit) -> str | None:
+    """The fit's loss curve, when it has one (statistics-only fits have none)."""
+    if "train_loss" not in fit.meta:
+        return None
+    relative = f"training/{fit.meta['kind']}-{fit.meta['sha256'][:16]}.json"
+    log = {k: fit.meta[k] for k in ("kind", "train_loss", "lr", "fit_seconds", "recipe")}
+    atomic_write_text(Path(out) / relative, json.dumps(log))
+    return relative

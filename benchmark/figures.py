@@ -1,0 +1,316 @@
+"""Report figures (matplotlib, Agg canvas, PNG) from the artifacts that result rows point to.
+
+- ``curves-<dataset>-<split>.png``: ROC and PR curves, one line per method, from the streaming
+  histograms saved as ``row["artifacts"]["curve"]`` (``AnomalyMetric.state_dict()`` in an
+  ``.npz``); the seeds of a method are pooled into one curve by merging their histograms.
+- ``samples-<dataset>-<split>.png``: image | ground truth | each method's anomaly map for up to
+  four frames of ``row["artifacts"]["samples"]`` (one ``.npz`` per dataset, split and seed).
+- ``training.png``: training loss against step for every distinct fit log named in
+  ``row["artifacts"]["training"]`` (JSON with ``kind``, ``train_loss``, ``lr``, ``fit_seconds``).
+
+Artifact paths are used as given (:func:`owsbench.report.load_runs` makes them absolute). A
+missing artifact never fails the report: the figure leaves out what it lacks and says so in its
+notes, or is skipped (``path=None``) when nothing is left. The curves need no pixels, only the
+histograms.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from owsbench.cache import atomic_write_bytes
+from owsbench.metrics.pixel import AnomalyMetric
+from owsbench.report import Table, slug
+
+MAX_FRAMES = 4  # rows of the qualitative grid
+CURVE_POINTS = 2000  # points per plotted curve (thinned evenly along TPR + FPR)
+SCORE_CMAP = "inferno"  # perceptual colormap of the anomaly maps
+DPI = 100
+
+T = TypeVar("T")
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """One figure of the report: the PNG written (``path``), or ``None`` when it was skipped;
+    ``notes`` say what the figure leaves out, or why it was skipped."""
+
+    title: str
+    caption: str
+    group: tuple[str, str] | None  # (dataset, split), or None for report-wide figures
+    path: Path | None
+    notes: tuple[str, ...] = ()
+
+
+class MissingArtifact(Exception):
+    """An artifact file is absent or unreadable, or lacks what a figure needs."""
+
+
+def _who(row: Row) -> str:
+    return f"{row['method']} seed {row['seed']}"
+
+
+class _Notes:
+    """What a figure leaves out: rows that record no artifact (one note for all of them) and
+    artifact files that are missing or unreadable (one note each)."""
+
+    def __init__(self, artifact: str) -> None:
+        self.artifact = artifact
+        self.unrecorded: list[str] = []
+        self.problems: list[str] = []
+
+    def paths(self, row: Row) -> list[Path] | None:
+        """The paths of this artifact of ``row`` (one path or a list), or ``None`` (noted)."""
+        value = (row.get("artifacts") or {}).get(self.artifact)
+        if value is None:
+            self.unrecorded.append(_who(row))
+            return None
+        return [Path(v) for v in ([value] if isinstance(value, str) else value)]
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+    def all(self) -> tuple[str, ...]:
+        """The notes: the rows without the artifact first, then each problem."""
+        head = f"no {self.artifact} artifact recorded for {', '.join(self.unrecorded)}"
+        return ((head,) if self.unrecorded else ()) + tuple(self.problems)
+
+
+def _read(path: Path, load: Callable[[Path], T]) -> T:
+    """``load(path)``, a missing or unreadable file raised as ``MissingArtifact``."""
+    try:
+        return load(path)
+    except FileNotFoundError:
+        raise MissingArtifact(f"{path} not found") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise MissingArtifact(f"{path} unreadable ({type(err).__name__}: {err})") from None
+
+
+def _npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """Render ``fig`` on an Agg canvas and write it to ``path`` as PNG."""
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _pooled_metric(rows: list[Row], notes: _Notes) -> tuple[AnomalyMetric | None, int]:
+    """The merged curve histograms of ``rows`` (one method's seeds) and how many were merged."""
+    pooled, merged = None, 0
+    for row in rows:
+        paths = notes.paths(row)
+        if paths is None:
+            continue
+        try:
+            metric = _read(paths[0], lambda p: AnomalyMetric.from_state_dict(_npz(p)))
+            pooled = metric if pooled is None else pooled.merge(metric)
+            merged += 1
+        except (MissingArtifact, ValueError) as err:
+            notes.problem(f"{_who(row)}: {err}")
+    return pooled, merged
+
+
+def _thin(progress: np.ndarray, points: int = CURVE_POINTS) -> np.ndarray:
+    """Indices of at most ``points`` entries spread evenly along the non-decreasing
+    ``progress``, the last always included."""
+    picked = np.searchsorted(progress, np.linspace(0.0, progress[-1], points))
+    return np.unique(np.append(picked.clip(0, progress.size - 1), progress.size - 1))
+
+
+def curves_figure(rows: list[Row], methods: Sequence[str], path: Path) -> ReportFigure:
+    """ROC and PR curves of ``methods`` (legend order) from ``rows`` of one (dataset, split)."""
+    group = (rows[0]["dataset"], rows[0]["split"])
+    title = f"{group[0]} / {group[1]}: ROC and precision-recall curves"
+    caption = (
+        "ROC (left) and precision-recall (right) curves from the pixel histograms, void excluded. "
+        "Each method's seeds are pooled into one curve (their histograms merged), so the AP and "
+        "AUROC in the legend are those of the pooled pixels and can differ from the table's "
+        "mean over seeds."
+    )
+    notes = _Notes("curve")
+    fig = Figure(figsize=(11, 5.2), layout="constrained")
+    roc, pr = fig.subplots(1, 2)
+    prevalence = None
+    for method in methods:
+        seeds = sorted((r for r in rows if r["method"] == method), key=lambda r: r["seed"])
+        metric, used = _pooled_metric(seeds, notes)
+        if metric is None:
+            continue
+        if not (metric.num_positives and metric.num_negatives):
+            notes.problem(f"{method}: no anomaly or no inlier pixels in its histograms")
+            continue
+        curve, scores = metric.curve(), metric.compute()
+        keep = _thin(curve.tpr + curve.fpr)
+        label = (
+            f"{method}: AP {100 * scores['AP']:.2f}, AUROC {100 * scores['AUROC']:.2f}"
+            f" ({used} seed{'s' if used != 1 else ''})"
+        )
+        (line,) = roc.plot(np.append(0.0, curve.fpr[keep]), np.append(0.0, curve.tpr[keep]))
+        pr.plot(curve.recall[keep], curve.precision[keep], color=line.get_color(), label=label)
+        prevalence = metric.num_positives / (metric.num_positives + metric.num_negatives)
+    if prevalence is None:
+        return ReportFigure(title, caption, group, None, notes.all())
+    roc.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    roc.axhline(0.95, ls=":", color="grey", lw=0.8)
+    roc.set(xlabel="false-positive rate", ylabel="true-positive rate (0.95 dotted)")
+    pr.axhline(prevalence, ls="--", color="grey", lw=0.8)
+    pr.set(xlabel="recall", ylabel=f"precision (chance {100 * prevalence:.2f} % dashed)")
+    for ax, name in ((roc, "ROC"), (pr, "precision-recall")):
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), title=name)
+        ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=min(3, len(pr.lines) - 1), fontsize="small")
+    return ReportFigure(title, caption, group, _save(fig, path), notes.all())
+
+
+def _samples_at_seed(
+    rows: list[Row], methods: Sequence[str], seed: int, notes: _Notes
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+    """The first readable samples file of ``seed`` and each method's score maps on its shown
+    frames (a method without a score on the same frames is left out, noted)."""
+    files: dict[Path, dict[str, np.ndarray]] = {}
+    base: dict[str, np.ndarray] | None = None
+    scores: dict[str, np.ndarray] = {}
+    for method in methods:
+        row = next((r for r in rows if r["method"] == method and r["seed"] == seed), None)
+        paths = None if row is None else notes.paths(row)
+        if paths is None:
+            continue
+        try:
+            if paths[0] not in files:
+                files[paths[0]] = _read(paths[0], _npz)
+            data = files[paths[0]]
+            lacking = {"frame_ids", "image", "anomaly", f"score:{method}"} - data.keys()
+            if lacking:
+                raise MissingArtifact(f"{paths[0]} lacks {', '.join(sorted(lacking))}")
+            base = data if base is None else base
+            shown = list(base["frame_ids"][:MAX_FRAMES])
+            if list(data["frame_ids"][: len(shown)]) != shown:
+                raise MissingArtifact(f"{paths[0]} shows other frames")
+            scores[method] = data[f"score:{method}"][: len(shown)].astype(np.float32)
+        except MissingArtifact as err:
+            notes.problem(f"{_who(row)}: {err}")
+    return None if base is None else (base, scores)
+
+
+def _ground_truth_rgb(anomaly: np.ndarray) -> np.ndarray:
+    """Anomaly labels as RGB: anomaly (1) white, void (255) grey, inlier (0) black."""
+    rgb = np.zeros((*anomaly.shape, 3), np.uint8)
+    rgb[anomaly == 1] = 255
+    rgb[anomaly == 255] = 128
+    return rgb
+
+
+def samples_figure(rows: list[Row], methods: Sequence[str], path: Path) -> ReportFigure:
+    """Image | ground truth | anomaly map of each method, for up to ``MAX_FRAMES`` frames of the
+    lowest seed that has a readable samples file."""
+    group = (rows[0]["dataset"], rows[0]["split"])
+    title = f"{group[0]} / {group[1]}: anomaly maps"
+    notes = _Notes("samples")
+    found, seed = None, None
+    for seed in sorted({r["seed"] for r in rows}):
+        found = _samples_at_seed(rows, methods, seed, notes)
+        if found is not None:
+            break
+    if found is None or not found[1]:
+        return ReportFigure(title, "", group, None, notes.all())
+    base, scores = found
+    frames = [str(f) for f in base["frame_ids"][:MAX_FRAMES]]
+    caption = (
+        f"Seed {seed}, frames {', '.join(frames)}. Ground truth: anomaly white, void grey, "
+        f"inlier black. Anomaly maps in {SCORE_CMAP} (bright = more anomalous), each method "
+        "min-max normalised over the frames shown."
+    )
+    columns = ["image", "ground truth", *scores]
+    height, width = base["anomaly"].shape[1:3]
+    panel = 2.4  # inches per panel width
+    fig = Figure(
+        figsize=(panel * len(columns), panel * height / width * len(frames) + 0.4),
+        layout="constrained",
+    )
+    axes = fig.subplots(len(frames), len(columns), squeeze=False)
+    for i, frame in enumerate(frames):
+        panels = [base["image"][i], _ground_truth_rgb(base["anomaly"][i])]
+        for maps in scores.values():
+            low, high = float(maps.min()), float(maps.max())
+            panels.append((maps[i] - low) / (high - low or 1.0))
+        for j, (ax, image) in enumerate(zip(axes[i], panels, strict=True)):
+            ax.imshow(image, cmap=SCORE_CMAP if j >= 2 else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(columns[j], fontsize="small")
+        axes[i][0].set_ylabel(frame, fontsize="x-small")
+    return ReportFigure(title, caption, group, _save(fig, path), notes.all())
+
+
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def training_figure(rows: list[Row], path: Path) -> ReportFigure:
+    """Training loss against step, one line per distinct fit log named by ``rows``."""
+    title = "Training loss"
+    caption = (
+        "Training loss per step of every distinct fit (faint: raw; solid: moving average over "
+        "1/20 of the steps); the legend names the model kind, its training data, seed and fit time."
+    )
+    notes = _Notes("training")
+    logs: dict[Path, Row] = {}  # distinct fit log -> the first row naming it
+    for row in rows:
+        for log in notes.paths(row) or ():
+            logs.setdefault(log, row)
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for log, row in logs.items():
+        try:
+            fit = _read(log, lambda p: json.loads(p.read_text()))
+            loss = np.asarray(fit["train_loss"], np.float64).reshape(-1)
+        except (MissingArtifact, KeyError, TypeError, ValueError) as err:
+            notes.problem(f"{log}: {err}")
+            continue
+        if loss.size == 0:
+            notes.problem(f"{log}: no training steps")
+            continue
+        label = f"{fit.get('kind', log.stem)} on {row.get('trained_on', row['dataset'])}"
+        label += f", seed {row['seed']}, {fit.get('fit_seconds', float('nan')):.0f} s"
+        steps = np.arange(1, loss.size + 1)
+        window = max(1, loss.size // 20)
+        (line,) = ax.plot(steps, loss, alpha=0.25, lw=0.8)
+        smooth = _moving_average(loss, window)
+        ax.plot(steps[window - 1 :], smooth, color=line.get_color(), label=label)
+    if not ax.lines:
+        return ReportFigure(title, caption, None, None, notes.all())
+    ax.set(xlabel="step", ylabel="training loss", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ReportFigure(title, caption, None, _save(fig, path), notes.all())
+
+
+def make_figures(rows: list[Row], tables: Sequence[Table], out_dir: Path) -> list[ReportFigure]:
+    """Curves and anomaly maps per (dataset, split) of ``tables`` (methods in table order), then
+    the training curves; the PNGs go into ``out_dir``."""
+    figures = []
+    for table in tables:
+        group = [r for r in rows if (r["dataset"], r["split"]) == (table.dataset, table.split)]
+        name = slug(f"{table.dataset}-{table.split}")
+        figures.append(curves_figure(group, table.methods, out_dir / f"curves-{name}.png"))
+        figures.append(samples_figure(group, table.methods, out_dir / f"samples-{name}.png"))
+    figures.append(training_figure(rows, out_dir / "training.png"))
+    return figures
