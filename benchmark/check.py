@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from owsbench.errors import BadInput
-from owsbench.report import METRICS
+from owsbench.report import COMPONENT_METRICS, METRICS
 
 DEFAULT_TOLERANCE = 0.01  # one percentage point, for every metric
 MATCH_FIELDS = ("method", "dataset", "split", "seed", "preset")
-HIGHER_IS_BETTER = dict(METRICS)
+HIGHER_IS_BETTER = dict(METRICS + COMPONENT_METRICS)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,25 @@ from owsbench.errors import BadInput
 LISTABLE = ("methods", "datasets", "metrics", "segmenters")
 
 
+def _choice_option(name: str, choices: tuple[str, ...], help: str):
+    """An option taking one of ``choices``, the first being the default."""
+    return click.option(
+        name, type=click.Choice(choices), default=choices[0], show_default=True, help=help
+    )
+
+
+AGGREGATION_OPTION = _choice_option(
+    "--aggregation",
+    ("pooled", "per-image"),
+    "Pixel metrics pooled over the split, or per-image means (Hendrycks CAOS).",
+)
+FPR_RULE_OPTION = _choice_option(
+    "--fpr-rule",
+    ("first", "nearest"),
+    "FPR95 at the first threshold with TPR >= 0.95, or the nearest to 0.95 (Hendrycks).",
+)
+
+
 def _data_root(path: Path | None) -> Path:
     """The data root to use: the option, ``$OWSBENCH_DATA`` or the user cache; must be a folder."""
     from owsbench.cache import default_data_root
@@ -80,20 +99,8 @@ def list_cmd(what: str) -> None:
 @click.option(
     "--cache-dir", type=click.Path(path_type=Path), help="Fitted checkpoints [$OWSBENCH_CACHE]."
 )
-@click.option(
-    "--aggregation",
-    type=click.Choice(["pooled", "per-image"]),
-    default="pooled",
-    show_default=True,
-    help="Pixel metrics pooled over the split, or per-image means (Hendrycks CAOS).",
-)
-@click.option(
-    "--fpr-rule",
-    type=click.Choice(["first", "nearest"]),
-    default="first",
-    show_default=True,
-    help="FPR95 at the first threshold with TPR >= 0.95, or the nearest to 0.95 (Hendrycks).",
-)
+@AGGREGATION_OPTION
+@FPR_RULE_OPTION
 @click.option(
     "--save-scores", is_flag=True, help="Keep float16 score maps, SMIYC layout, in OUT/scores/."
 )
@@ -220,7 +227,7 @@ def report(run_dirs: tuple[Path, ...], formats: str, figures: bool, out: Path | 
 
     Rows of later folders replace rows of earlier ones with the same key. Formats: md
     (leaderboard.md), csv (leaderboard.csv), latex (leaderboard.tex), html (report.html, one
-    self-contained page with the figures). Figures go to OUT/figures/.
+    self-contained page with the figures). Figures go to figures/ in the output folder.
     """
     from owsbench.report import load_runs, markdown, parse_formats, write_leaderboard
 
@@ -247,8 +254,8 @@ def score_maps() -> None:
 @click.option("--split", default=None, help="Split (default: the dataset's first eval split).")
 @click.option("--data-root", type=click.Path(path_type=Path), help="[$OWSBENCH_DATA]")
 @click.option("--preset", default="default", show_default=True)
-@click.option("--aggregation", type=click.Choice(["pooled", "per-image"]), default="pooled")
-@click.option("--fpr-rule", type=click.Choice(["first", "nearest"]), default="first")
+@AGGREGATION_OPTION
+@FPR_RULE_OPTION
 @click.option("--components", is_flag=True, help="Add SMIYC component metrics.")
 @click.option("--progress/--no-progress", default=True)
 def score_maps_evaluate(

@@ -139,7 +139,8 @@ def curves_figure(rows: list[Row], methods: Sequence[str], path: Path) -> Report
     group = (rows[0]["dataset"], rows[0]["split"])
     title = f"{group[0]} / {group[1]}: ROC and precision-recall curves"
     caption = (
-        "ROC (left) and precision-recall (right) curves from the pixel histograms, void excluded. "
+        "ROC (left) and precision-recall (right; precision axis fitted to the curves) from the "
+        "pixel histograms, void excluded. "
         "Each method's seeds are pooled into one curve (their histograms merged), so the AP and "
         "AUROC in the legend are those of the pooled pixels and can differ from the table's "
         "mean over seeds."
@@ -172,10 +173,11 @@ def curves_figure(rows: list[Row], methods: Sequence[str], path: Path) -> Report
     roc.set(xlabel="false-positive rate", ylabel="true-positive rate (0.95 dotted)")
     pr.axhline(prevalence, ls="--", color="grey", lw=0.8)
     pr.set(xlabel="recall", ylabel=f"precision (chance {100 * prevalence:.2f} % dashed)")
-    for ax, name in ((roc, "ROC"), (pr, "precision-recall")):
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), title=name)
+    roc.set(xlim=(0, 1), ylim=(0, 1.01), title="ROC")
+    pr.set(xlim=(0, 1), ylim=(0, min(1.01, pr.get_ylim()[1])), title="precision-recall")
+    for ax in (roc, pr):
         ax.grid(alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=min(3, len(pr.lines) - 1), fontsize="small")
+    fig.legend(loc="outside lower center", ncols=min(3, len(methods)), fontsize="small")
     return ReportFigure(title, caption, group, _save(fig, path), notes.all())
 
 
