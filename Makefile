@@ -15,6 +15,8 @@ $(BIN)/owsbench: pyproject.toml
 
 demo: $(BIN)/owsbench
 	$(BIN)/owsbench run --methods $(DEMO_METHODS) --datasets synthstreets --preset default --out runs/demo
+	$(BIN)/owsbench report runs/demo --format md,csv,html > /dev/null
+	@echo "HTML report: runs/demo/report.html"
 
 quick: $(BIN)/owsbench
 	$(BIN)/owsbench run --methods $(DEMO_METHODS) --datasets synthstreets --preset quick --out runs/quick
