@@ -196,6 +196,11 @@ def data_info(dataset_id: str) -> None:
     click.echo(f"classes ({len(cls.class_names)}): {', '.join(cls.class_names)}")
     if cls.description:
         click.echo(cls.description.strip())
+    for title, attribute in (("layout", "layout"), ("where to get it", "source")):
+        if text := getattr(cls, attribute, ""):
+            click.echo(f"{title}:\n{text.rstrip()}")
+    if counts := getattr(cls, "expected_counts", {}):
+        click.echo("official frame counts: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
 @data.command("check")
@@ -209,9 +214,14 @@ def data_check(dataset_id: str, data_root: Path | None, preset: str) -> None:
 
     cls = DATASETS.get(dataset_id)
     dataset = cls(_data_root(data_root), preset=get_preset(preset).name)
-    dataset.prepare(progress=True)
+    for warning in dataset.check(progress=True):
+        click.echo(f"warning: {warning}")
+    unlabelled = getattr(cls, "unlabelled_splits", {})
     for split in cls.splits:
-        click.echo(f"{dataset_id}/{split}: {len(dataset.split(split))} frames")
+        if split in unlabelled:
+            click.echo(f"{dataset_id}/{split}: not evaluable ({unlabelled[split]})")
+        else:
+            click.echo(f"{dataset_id}/{split}: {len(dataset.split(split))} frames")
     click.echo("ok")
 
 

@@ -7,6 +7,7 @@ class ids ``0..K-1`` in the dataset's known-class space with ``255`` = void; ano
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+
+from owsbench.errors import BadInput
 
 VOID = 255
 
@@ -80,3 +83,155 @@ class Dataset(ABC):
     def fingerprint(self) -> str:
         """A string that changes whenever the data changes (used in cache keys)."""
         return self.name
+
+    def check(self, progress: bool = True) -> list[str]:
+        """Validate the data on disk; return warnings, raise ``BadInput`` on a problem."""
+        self.prepare(progress)
+        return []
+
+
+@dataclass(frozen=True)
+class FrameFiles:
+    """Where one frame of a dataset on disk lives."""
+
+    frame_id: str
+    image: Path
+    semantic: Path | None = None
+    anomaly: Path | None = None
+
+
+class FileSplit(Split):
+    """A split of a dataset on disk: files listed once, frames decoded lazily one at a time."""
+
+    def __init__(self, dataset: FileDataset, name: str, files: list[FrameFiles]) -> None:
+        self.dataset, self.name, self.files = dataset, name, files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Frame:
+        if not 0 <= index < len(self.files):
+            raise IndexError(f"{self.name} has {len(self.files)} frames; no frame {index}")
+        return self.dataset.load_frame(self.files[index])
+
+
+class FileDataset(Dataset):
+    """An official dataset unpacked as-is under ``<data root>/<id>/`` (read-only).
+
+    Subclasses list each split's files (``list_files``) and decode raw label arrays into the
+    project conventions (``decode_semantic`` / ``decode_anomaly``, raising ``BadInput`` naming the
+    file on unexpected values). ``expected_counts`` are the official frame counts; fewer frames
+    on disk is allowed (a subset) and reported by ``check``. Splits in ``unlabelled_splits`` have
+    no public labels and are refused for evaluation with the reason.
+    """
+
+    layout: ClassVar[str] = ""  # the expected folder layout, for `owsbench data info`
+    source: ClassVar[str] = ""  # where the official data comes from
+    expected_counts: ClassVar[dict[str, int]] = {}
+    unlabelled_splits: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, root: Path, preset: str = "default") -> None:
+        super().__init__(root, preset)
+        self.folder = self.root / self.name
+        self._files: dict[str, list[FrameFiles]] = {}
+
+    @abstractmethod
+    def list_files(self, split: str) -> list[FrameFiles]:
+        """The split's frames in a fixed order; ``BadInput`` naming the missing folder/pattern."""
+
+    def decode_semantic(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """Raw semantic label array -> trainIds 0..K-1 / 255 (default: validate only)."""
+        from owsbench.datasets.io import check_values
+
+        check_values(raw, set(range(self.num_classes)) | {VOID}, path)
+        return raw.astype(np.uint8)
+
+    def decode_anomaly(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """Raw anomaly label array -> 0 / 1 / 255 (default: validate only)."""
+        from owsbench.datasets.io import check_values
+
+        check_values(raw, {0, 1, VOID}, path)
+        return raw.astype(np.uint8)
+
+    def derive_anomaly(self, semantic_raw: np.ndarray, path: Path) -> np.ndarray | None:
+        """Anomaly labels derived from the raw semantic labels, for datasets whose anomalies
+        are a class of the semantic labels (StreetHazards, BDD-Anomaly); None by default."""
+        return None
+
+    def load_frame(self, files: FrameFiles) -> Frame:
+        from owsbench.datasets.io import check_size, read_label, read_rgb
+
+        image = read_rgb(files.image)
+        semantic = anomaly = None
+        if files.semantic is not None:
+            raw = read_label(files.semantic)
+            check_size(image, raw, files.semantic)
+            anomaly = self.derive_anomaly(raw, files.semantic)
+            semantic = self.decode_semantic(raw, files.semantic)
+        if files.anomaly is not None:
+            raw = read_label(files.anomaly)
+            check_size(image, raw, files.anomaly)
+            anomaly = self.decode_anomaly(raw, files.anomaly)
+        return Frame(files.frame_id, image, semantic, anomaly)
+
+    def files(self, split: str) -> list[FrameFiles]:
+        if split not in self.splits:
+            raise BadInput(f"{self.name} has no split {split!r}; valid: {', '.join(self.splits)}")
+        if split in self.unlabelled_splits:
+            reason = self.unlabelled_splits[split]
+            raise BadInput(f"{self.name}/{split} cannot be evaluated: {reason}")
+        if split not in self._files:
+            if not self.folder.is_dir():
+                raise BadInput(
+                    f"{self.name}: {self.folder} not found; unpack the official data there "
+                    f"(see `owsbench data info {self.name}`)"
+                )
+            found = self.list_files(split)
+            if not found:
+                raise BadInput(f"{self.name}/{split}: no frames found under {self.folder}")
+            self._files[split] = found
+        return self._files[split]
+
+    def prepare(self, progress: bool = True) -> None:
+        for split in self.eval_splits:
+            self.files(split)
+
+    def split(self, name: str) -> Split:
+        return FileSplit(self, name, self.files(name))
+
+    def fingerprint(self) -> str:
+        """Changes when the listed files change (names and sizes, not contents: cheap)."""
+        digest = hashlib.sha256()
+        for split in self.eval_splits:
+            for f in self.files(split):
+                for path in (f.image, f.semantic, f.anomaly):
+                    if path is not None:
+                        digest.update(
+                            f"{path.relative_to(self.folder)}:{path.stat().st_size};".encode()
+                        )
+        return f"{self.name}/{digest.hexdigest()[:16]}"
+
+    def check(self, progress: bool = True) -> list[str]:
+        """Read every frame of every labelled split; return warnings (subset sizes).
+
+        Raises ``BadInput`` at the first concrete problem (missing folder, unreadable file,
+        size mismatch, unexpected label values), naming the file.
+        """
+        from tqdm.auto import tqdm
+
+        warnings = []
+        for split in self.splits:
+            if split in self.unlabelled_splits:
+                continue
+            files = self.files(split)
+            expected = self.expected_counts.get(split)
+            if expected is not None and len(files) != expected:
+                warnings.append(
+                    f"{self.name}/{split}: {len(files)} frames found, the official split has "
+                    f"{expected} (a subset is fine; numbers are not comparable to published ones)"
+                )
+            for f in tqdm(
+                files, desc=f"check {self.name}/{split}", disable=not progress, leave=False
+            ):
+                self.load_frame(f)
+        return warnings
