@@ -12,6 +12,7 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from owsbench.errors import BadInput
@@ -19,6 +20,7 @@ from owsbench.methods.base import SegmenterOutput
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+OUTPUT_STRIDE = 32  # inputs are padded to a multiple of this (the deepest encoder stage)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class SegmenterConfig:
     scale_range: tuple[float, float] = (0.75, 1.5)
     hflip: bool = True
     color_jitter: float = 0.25  # max relative change of brightness and contrast
+    input_scale: float = 1.0  # images are resized by this factor before the network
 
 
 class SmpSegmenter(nn.Module):
@@ -74,10 +77,25 @@ class SmpSegmenter(nn.Module):
             raise BadInput(f"no parameter of {path} matches the {self.config.encoder} model")
 
     def forward(self, images: torch.Tensor) -> SegmenterOutput:
+        """Logits at the (scaled) input size; any input size works.
+
+        Images are resized by ``config.input_scale`` (large frames: run a low-resolution model
+        without tiling) and replicate-padded to a multiple of the encoder's output stride; the
+        logits are cropped back, so they cover the scaled image exactly. Features keep the padded
+        extent.
+        """
+        if self.config.input_scale != 1.0:
+            images = F.interpolate(
+                images, scale_factor=self.config.input_scale, mode="bilinear", align_corners=False
+            )
+        height, width = images.shape[-2:]
+        pad_h, pad_w = (-height) % OUTPUT_STRIDE, (-width) % OUTPUT_STRIDE
         x = (images - self.mean) / self.std
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         features = self.model.encoder(x)
         decoded = self.model.decoder(features)
-        logits = self.model.segmentation_head(decoded)
+        logits = self.model.segmentation_head(decoded)[..., :height, :width]
         return SegmenterOutput(
             logits=logits, features={"encoder": features[-1], "decoder": decoded}
         )

@@ -110,6 +110,9 @@ def train_segmenter(
         for group in optimizer.param_groups:
             group["lr"] = lr
         logits = model(images.to(device)).logits
+        if logits.shape[-2:] != labels.shape[-2:]:  # a model that runs at a scaled resolution
+            labels = F.interpolate(labels[:, None].float(), size=logits.shape[-2:], mode="nearest")
+            labels = labels[:, 0].long()
         loss = F.cross_entropy(logits, labels.to(device), ignore_index=VOID)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

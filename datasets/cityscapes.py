@@ -1,0 +1,152 @@
+"""``cityscapes``: Cityscapes gtFine, 19 evaluated classes (trainIds), no anomaly labels.
+
+Layout (the official ``leftImg8bit_trainvaltest.zip`` and ``gtFine_trainvaltest.zip`` unpacked
+as-is under ``<data root>/cityscapes/``), checked against ``mcordts/cityscapesScripts``
+(README "Dataset structure", ``helpers/labels.py``, ``preparation/createTrainIdLabelImgs.py``):
+
+    leftImg8bit/{train,val,test}/{city}/{city}_{seq:06d}_{frame:06d}_leftImg8bit.png
+    gtFine/{train,val,test}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_labelIds.png
+
+``*_gtFine_labelIds.png`` holds labelIds 0..33 (the license plate, id -1, is never drawn); they
+are mapped to the 19 trainIds with the official table, every other id to 255. When
+``*_gtFine_labelTrainIds.png`` (made by ``csCreateTrainIdLabelImgs``) is present next to it, it
+is read directly (values 0..18 and 255). Test labels are not public (the download only holds the
+ego-vehicle and border masks), so ``test`` is refused.
+
+The city-folder walk (:func:`city_frames`) is shared with the LostAndFound adapters, which use
+the same ``{kind}/{split}/{city}/{frame id}_{kind suffix}.png`` scheme.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from owsbench.datasets.base import VOID, FileDataset, FrameFiles
+from owsbench.datasets.io import check_values
+from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES
+from owsbench.errors import BadInput
+
+# labelId -> trainId for the 19 evaluated classes (cityscapesScripts ``helpers/labels.py``);
+# every other labelId (0-6, 9, 10, 14-16, 18, 29, 30) has ``ignoreInEval`` and maps to 255.
+LABEL_ID_TO_TRAIN_ID: dict[int, int] = {
+    7: 0,  # road
+    8: 1,  # sidewalk
+    11: 2,  # building
+    12: 3,  # wall
+    13: 4,  # fence
+    17: 5,  # pole
+    19: 6,  # traffic light
+    20: 7,  # traffic sign
+    21: 8,  # vegetation
+    22: 9,  # terrain
+    23: 10,  # sky
+    24: 11,  # person
+    25: 12,  # rider
+    26: 13,  # car
+    27: 14,  # truck
+    28: 15,  # bus
+    31: 16,  # train
+    32: 17,  # motorcycle
+    33: 18,  # bicycle
+}
+NUM_LABEL_IDS = 34  # labelIds 0..33
+LABEL_ID_LUT = np.full(256, VOID, np.uint8)
+for _label_id, _train_id in LABEL_ID_TO_TRAIN_ID.items():
+    LABEL_ID_LUT[_label_id] = _train_id
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
+TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+
+
+def label_ids_to_train_ids(label_ids: np.ndarray, path: Path) -> np.ndarray:
+    """Cityscapes labelIds (0..33) -> trainIds 0..18 / 255; ``BadInput`` on other values."""
+    check_values(label_ids, set(range(NUM_LABEL_IDS)), path)
+    return LABEL_ID_LUT[label_ids]
+
+
+def city_frames(
+    folder: Path,
+    image_dir: str,
+    split: str,
+    image_suffix: str,
+    label_candidates: Callable[[str, str], tuple[Path, ...]],
+) -> list[tuple[str, Path, Path]]:
+    """``(frame id, image, label)`` of every ``{image_dir}/{split}/{city}/*{image_suffix}``.
+
+    ``label_candidates(city, frame_id)`` lists the frame's accepted label files, preferred first;
+    the first that exists is used. Frames are sorted by frame id. ``BadInput`` names the missing
+    split folder and the expected pattern, or the first image without a label file.
+    """
+    images_root = folder / image_dir / split
+    pattern = f"{folder}/{image_dir}/{split}/{{city}}/*{image_suffix}"
+    require_dir(images_root, f"images as {pattern}")
+    images = {p.name[: -len(image_suffix)]: p for p in images_root.glob(f"*/*{image_suffix}")}
+    if not images:
+        raise BadInput(f"no images in {images_root}; expected images as {pattern}")
+    frames = []
+    for frame_id, image in sorted(images.items()):
+        candidates = label_candidates(image.parent.name, frame_id)
+        label = next((p for p in candidates if p.is_file()), None)
+        if label is None:
+            raise BadInput(f"{image}: label file missing (expected {candidates[-1]})")
+        frames.append((frame_id, image, label))
+    return frames
+
+
+def require_dir(folder: Path, pattern: str) -> None:
+    """``BadInput`` naming ``folder`` and the expected file ``pattern`` when it is missing."""
+    if not folder.is_dir():
+        raise BadInput(f"{folder} not found; expected {pattern}")
+
+
+class Cityscapes(FileDataset):
+    """Cityscapes fine annotations in the 19-class trainId space (semantic labels only)."""
+
+    name: ClassVar[str] = "cityscapes"
+    class_names: ClassVar[tuple[str, ...]] = CITYSCAPES_TRAINID_NAMES
+    train_on: ClassVar[str] = "cityscapes"
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    eval_splits: ClassVar[tuple[str, ...]] = ("val",)
+    expected_counts: ClassVar[dict[str, int]] = {"train": 2975, "val": 500, "test": 1525}
+    unlabelled_splits: ClassVar[dict[str, str]] = {
+        "test": "Cityscapes test labels are not public (evaluate on val; the test server scores "
+        "test predictions)"
+    }
+    layout: ClassVar[str] = (
+        "cityscapes/leftImg8bit/{train,val,test}/{city}/{city}_{seq}_{frame}_leftImg8bit.png\n"
+        "cityscapes/gtFine/{train,val,test}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png\n"
+        "  (optional: *_gtFine_labelTrainIds.png from csCreateTrainIdLabelImgs, used if present)"
+    )
+    source: ClassVar[str] = (
+        "https://www.cityscapes-dataset.com/downloads/ (free account): leftImg8bit_trainvaltest.zip"
+        " and gtFine_trainvaltest.zip, both unpacked into <data root>/cityscapes/"
+    )
+    description: ClassVar[str] = (
+        "Cityscapes gtFine (2048x1024 street scenes from 50 cities), 19 evaluated classes "
+        "(trainIds; other labelIds are void). No anomaly labels: rows report mIoU only. "
+        "Splits train/val/test = 2975/500/1525; test labels are not public, val is evaluated."
+    )
+
+    def list_files(self, split: str) -> list[FrameFiles]:
+        labels = self.folder / "gtFine" / split
+        require_dir(labels, f"labels as {labels}/{{city}}/*{LABEL_IDS_SUFFIX}")
+
+        def label_candidates(city: str, frame_id: str) -> tuple[Path, ...]:
+            return (
+                labels / city / (frame_id + TRAIN_IDS_SUFFIX),
+                labels / city / (frame_id + LABEL_IDS_SUFFIX),
+            )
+
+        frames = city_frames(self.folder, "leftImg8bit", split, IMAGE_SUFFIX, label_candidates)
+        return [FrameFiles(fid, image, semantic=label) for fid, image, label in frames]
+
+    def decode_semantic(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """labelTrainIds files are validated as they are; labelIds files are mapped."""
+        if path.name.endswith(TRAIN_IDS_SUFFIX):
+            return super().decode_semantic(raw, path)
+        return label_ids_to_train_ids(raw, path)
