@@ -27,6 +27,52 @@ DATASETS.register(
     "owsbench.datasets.synthstreets:SynthStreets",
     "procedural road scenes (Cityscapes classes) with unseen-family anomalies; no download",
 )
+DATASETS.register(
+    "cityscapes", "owsbench.datasets.cityscapes:Cityscapes", "Cityscapes gtFine, 19 trainIds"
+)
+DATASETS.register(
+    "cityscapes-cocopaste",
+    "owsbench.datasets.cocopaste:CityscapesCocoPaste",
+    "COCO instances pasted into Cityscapes val (made by `owsbench data make`)",
+)
+DATASETS.register(
+    "streethazards",
+    "owsbench.datasets.streethazards:StreetHazards",
+    "CAOS StreetHazards (CARLA), 12/13 known classes, anomaly objects",
+)
+DATASETS.register(
+    "bdd-anomaly",
+    "owsbench.datasets.bdd_anomaly:BDDAnomaly",
+    "BDD100K 10K with train/motorcycle/bicycle held out as anomalies",
+)
+DATASETS.register(
+    "fishyscapes-laf",
+    "owsbench.datasets.fishyscapes:FishyscapesLostAndFound",
+    "Fishyscapes Lost & Found validation (anomaly labels only)",
+)
+DATASETS.register(
+    "fishyscapes-static",
+    "owsbench.datasets.fishyscapes:FishyscapesStatic",
+    "Fishyscapes Static validation (anomaly labels only)",
+)
+DATASETS.register(
+    "smiyc-ra21",
+    "owsbench.datasets.smiyc:RoadAnomaly21",
+    "SegmentMeIfYouCan RoadAnomaly21 (anomaly track; validation labels)",
+)
+DATASETS.register(
+    "smiyc-ro21",
+    "owsbench.datasets.smiyc:RoadObstacle21",
+    "SegmentMeIfYouCan RoadObstacle21 (obstacle track; validation labels)",
+)
+DATASETS.register(
+    "lostandfound",
+    "owsbench.datasets.lostandfound:LostAndFound",
+    "Lost and Found testNoKnown (obstacles on the road)",
+)
+DATASETS.register(
+    "road-anomaly", "owsbench.datasets.road_anomaly:RoadAnomaly", "Road Anomaly (Lis et al.)"
+)
 
 METRICS = Registry("metric")
 METRICS.register("AP", "owsbench.metrics.pixel:AnomalyMetric", "average precision, step sum (↑)")

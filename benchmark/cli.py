@@ -207,22 +207,82 @@ def data_info(dataset_id: str) -> None:
 @click.argument("dataset_id")
 @click.option("--data-root", type=click.Path(path_type=Path), help="[$OWSBENCH_DATA]")
 @click.option("--preset", default="default", show_default=True)
-def data_check(dataset_id: str, data_root: Path | None, preset: str) -> None:
+@click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
+def data_check(dataset_id: str, data_root: Path | None, preset: str, progress: bool) -> None:
     """Check that DATASET_ID is present and readable under the data root; print frame counts."""
     from owsbench.catalog import DATASETS
     from owsbench.config import get_preset
 
     cls = DATASETS.get(dataset_id)
     dataset = cls(_data_root(data_root), preset=get_preset(preset).name)
-    for warning in dataset.check(progress=True):
+    for warning in dataset.check(progress=progress):
         click.echo(f"warning: {warning}")
     unlabelled = getattr(cls, "unlabelled_splits", {})
-    for split in cls.splits:
+    for split in dataset.splits:
         if split in unlabelled:
             click.echo(f"{dataset_id}/{split}: not evaluable ({unlabelled[split]})")
         else:
             click.echo(f"{dataset_id}/{split}: {len(dataset.split(split))} frames")
     click.echo("ok")
+
+
+@data.command("make")
+@click.argument("dataset_id", type=click.Choice(["cityscapes-cocopaste"]))
+@click.option(
+    "--cityscapes",
+    "cityscapes_dir",
+    type=click.Path(path_type=Path),
+    help="Cityscapes folder with leftImg8bit/ and gtFine/ [<data root>/cityscapes].",
+)
+@click.option(
+    "--coco",
+    "coco_dir",
+    type=click.Path(path_type=Path),
+    help="COCO 2017 folder with annotations/ and {train2017,val2017}/ [<data root>/coco].",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["val", "train", "test"]),
+    default="val",
+    show_default=True,
+    help="val: evaluation set (COCO val2017 into Cityscapes val); train: COCO train2017 into "
+    "Cityscapes train (outlier exposure); test is refused (labels not public).",
+)
+@click.option("--seed", default=0, show_default=True, help="Same seed -> identical files.")
+@click.option("--count", type=int, default=None, help="Only the first N Cityscapes frames.")
+@click.option("--data-root", type=click.Path(path_type=Path), help="[$OWSBENCH_DATA]")
+@click.option("--progress/--no-progress", default=True)
+def data_make(
+    dataset_id: str,
+    cityscapes_dir: Path | None,
+    coco_dir: Path | None,
+    split: str,
+    seed: int,
+    count: int | None,
+    data_root: Path | None,
+    progress: bool,
+) -> None:
+    """Generate DATASET_ID into the data root from the official source datasets."""
+    import json
+
+    from owsbench.datasets.cocopaste import generate
+
+    root = _data_root(data_root)
+    out = generate(
+        cityscapes_dir or root / "cityscapes",
+        coco_dir or root / "coco",
+        root,
+        split=split,
+        seed=seed,
+        count=count,
+        progress=progress,
+    )
+    manifest = out / "manifest.json"
+    counts = json.loads(manifest.read_text())["counts"]
+    click.echo(
+        f"{dataset_id}/{split}: {counts['frames']} frames, {counts['objects']} objects "
+        f"-> {out} (seed {seed}; manifest {manifest.name})"
+    )
 
 
 @cli.command()

@@ -200,14 +200,17 @@ class FileDataset(Dataset):
         return FileSplit(self, name, self.files(name))
 
     def fingerprint(self) -> str:
-        """Changes when the listed files change (names and sizes, not contents: cheap)."""
+        """Changes when the listed files change (names and sizes, not contents: cheap).
+
+        Paths are taken relative to the data root: some datasets read images that live in
+        another dataset's folder (Fishyscapes reads LostAndFound and Cityscapes images)."""
         digest = hashlib.sha256()
         for split in self.eval_splits:
             for f in self.files(split):
                 for path in (f.image, f.semantic, f.anomaly):
                     if path is not None:
                         digest.update(
-                            f"{path.relative_to(self.folder)}:{path.stat().st_size};".encode()
+                            f"{path.relative_to(self.root)}:{path.stat().st_size};".encode()
                         )
         return f"{self.name}/{digest.hexdigest()[:16]}"
 

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from owsbench.cache import atomic_write_text, content_hash, user_cache_dir
 from owsbench.datasets.base import VOID, FileDataset, FrameFiles
 from owsbench.datasets.io import check_values, read_label
-from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES, TRAIN_ID
+from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES
 from owsbench.errors import BadInput
 
 OTHER = "other"
@@ -169,8 +169,9 @@ class BDDAnomaly(FileDataset):
         for folder in folders:
             frames = self._folder_frames(folder)
             present = self._values_present(frames)
-            is_test = [bool(values & self._anomaly_values) for values in present]
-            out += [f for f, anomalous in zip(frames, is_test) if anomalous == (split == "test")]
+            for frame, values in zip(frames, present, strict=True):
+                if bool(values & self._anomaly_values) == (split == "test"):
+                    out.append(frame)
         return out
 
     def _check(self, raw: np.ndarray, path: Path) -> None:

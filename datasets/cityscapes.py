@@ -13,7 +13,7 @@ are mapped to the 19 trainIds with the official table, every other id to 255. Wh
 is read directly (values 0..18 and 255). Test labels are not public (the download only holds the
 ego-vehicle and border masks), so ``test`` is refused.
 
-The city-folder walk (:func:`city_frames`) is shared with the LostAndFound adapters, which use
+The city-folder walk (:func:`city_frames`) is shared with the LostAndFound adapter, which uses
 the same ``{kind}/{split}/{city}/{frame id}_{kind suffix}.png`` scheme.
 """
 
@@ -54,9 +54,9 @@ LABEL_ID_TO_TRAIN_ID: dict[int, int] = {
     33: 18,  # bicycle
 }
 NUM_LABEL_IDS = 34  # labelIds 0..33
-LABEL_ID_LUT = np.full(256, VOID, np.uint8)
-for _label_id, _train_id in LABEL_ID_TO_TRAIN_ID.items():
-    LABEL_ID_LUT[_label_id] = _train_id
+LABEL_ID_LUT = np.array(
+    [LABEL_ID_TO_TRAIN_ID.get(label_id, VOID) for label_id in range(256)], np.uint8
+)
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
@@ -70,22 +70,18 @@ def label_ids_to_train_ids(label_ids: np.ndarray, path: Path) -> np.ndarray:
 
 
 def city_frames(
-    folder: Path,
-    image_dir: str,
-    split: str,
-    image_suffix: str,
-    label_candidates: Callable[[str, str], tuple[Path, ...]],
+    folder: Path, split: str, label_candidates: Callable[[str, str], tuple[Path, ...]]
 ) -> list[tuple[str, Path, Path]]:
-    """``(frame id, image, label)`` of every ``{image_dir}/{split}/{city}/*{image_suffix}``.
+    """``(frame id, image, label)`` of every ``leftImg8bit/{split}/{city}/*_leftImg8bit.png``.
 
     ``label_candidates(city, frame_id)`` lists the frame's accepted label files, preferred first;
     the first that exists is used. Frames are sorted by frame id. ``BadInput`` names the missing
     split folder and the expected pattern, or the first image without a label file.
     """
-    images_root = folder / image_dir / split
-    pattern = f"{folder}/{image_dir}/{split}/{{city}}/*{image_suffix}"
+    images_root = folder / "leftImg8bit" / split
+    pattern = f"{images_root}/{{city}}/*{IMAGE_SUFFIX}"
     require_dir(images_root, f"images as {pattern}")
-    images = {p.name[: -len(image_suffix)]: p for p in images_root.glob(f"*/*{image_suffix}")}
+    images = {p.name[: -len(IMAGE_SUFFIX)]: p for p in images_root.glob(f"*/*{IMAGE_SUFFIX}")}
     if not images:
         raise BadInput(f"no images in {images_root}; expected images as {pattern}")
     frames = []
@@ -142,7 +138,7 @@ class Cityscapes(FileDataset):
                 labels / city / (frame_id + LABEL_IDS_SUFFIX),
             )
 
-        frames = city_frames(self.folder, "leftImg8bit", split, IMAGE_SUFFIX, label_candidates)
+        frames = city_frames(self.folder, split, label_candidates)
         return [FrameFiles(fid, image, semantic=label) for fid, image, label in frames]
 
     def decode_semantic(self, raw: np.ndarray, path: Path) -> np.ndarray:

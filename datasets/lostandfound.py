@@ -33,7 +33,7 @@ from typing import ClassVar
 import numpy as np
 
 from owsbench.datasets.base import VOID, FileDataset, FrameFiles
-from owsbench.datasets.cityscapes import IMAGE_SUFFIX, city_frames, require_dir
+from owsbench.datasets.cityscapes import city_frames, require_dir
 from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES
 from owsbench.metrics.components import SMIYC_SIZE_FILTERS
 
@@ -112,9 +112,7 @@ class LostAndFound(FileDataset):
 
         frames = [
             FrameFiles(fid, image, anomaly=label)
-            for fid, image, label in city_frames(
-                self.folder, "leftImg8bit", "test", IMAGE_SUFFIX, label_candidates
-            )
+            for fid, image, label in city_frames(self.folder, "test", label_candidates)
         ]
         if split == "testNoKnown":
             if len(frames) == FULL_TEST_FRAMES:

@@ -6,8 +6,10 @@ under ``<data root>/smiyc-ra21/`` / ``<data root>/smiyc-ro21/``), checked agains
 templates, ``DatasetObstacleTrack`` scenes) and ``tracks_extra.py`` (``RoadAnomalyByClass``
 frame lists)::
 
-    dataset_AnomalyTrack/images/{fid}.jpg    dataset_AnomalyTrack/labels_masks/{fid}_labels_semantic.png
-    dataset_ObstacleTrack/images/{fid}.webp  dataset_ObstacleTrack/labels_masks/{fid}_labels_semantic.png
+    dataset_AnomalyTrack/images/{fid}.jpg
+    dataset_AnomalyTrack/labels_masks/{fid}_labels_semantic.png
+    dataset_ObstacleTrack/images/{fid}.webp
+    dataset_ObstacleTrack/labels_masks/{fid}_labels_semantic.png
 
 Labels (``DatasetRA.get_frame``): 0 = not anomaly (RoadObstacle21: road), 1 = anomaly /
 obstacle, 255 = void; already the project's anomaly convention. There are no semantic labels;
@@ -29,6 +31,7 @@ Component metrics use the official size filters of each track (``SMIYC_SIZE_FILT
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import ClassVar
 
 from owsbench.datasets.base import FileDataset, FrameFiles
@@ -59,9 +62,9 @@ class SmiycTrack(FileDataset):
     unlabelled_splits: ClassVar[dict[str, str]] = {"test": HIDDEN_TEST_LABELS}
 
     @classmethod
+    @abstractmethod
     def is_validation(cls, frame_id: str) -> bool:
         """Whether ``frame_id`` belongs to the official validation split."""
-        raise NotImplementedError
 
     def list_files(self, split: str) -> list[FrameFiles]:
         """The validation frames (the only labelled split) sorted by frame id."""

@@ -116,7 +116,7 @@ class StreetHazards(FileDataset):
         "5125/1031/1500 (third-party counts); val is the official validation folder."
     )
 
-    def __init__(self, root: Path, preset: str = "default", *, other_as_void: bool = False):
+    def __init__(self, root: Path, preset: str = "default", *, other_as_void: bool = False) -> None:
         super().__init__(root, preset)
         self.other_as_void = other_as_void
         self.class_names, self._semantic_table = semantic_table(other_as_void)
@@ -129,7 +129,11 @@ class StreetHazards(FileDataset):
         require_dir(images, f"images as {images}/<town>/*.png")
         require_dir(labels, f"labels as {labels}/<town>/*.png")
         return [
-            FrameFiles(f"{path.parent.name}/{path.stem}", path, semantic=labels / path.parent.name / path.name)
+            FrameFiles(
+                f"{path.parent.name}/{path.stem}",
+                path,
+                semantic=labels / path.parent.name / path.name,
+            )
             for path in sorted(images.glob("*/*.png"))
         ]
 

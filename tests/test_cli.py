@@ -45,7 +45,7 @@ def test_list_metrics_names_the_pixel_metrics():
     [
         (["run", "--methods", "mps"], "unknown method 'mps'; did you mean msp?"),
         (["run", "--methods", "msp@unet"], "unknown segmenter 'unet'"),
-        (["run", "--methods", "msp", "--datasets", "synthstreet"], "did you mean synthstreets?"),
+        (["run", "--methods", "msp", "--datasets", "synthstreet"], "did you mean synthstreets"),
         (
             ["run", "--methods", "msp", "--preset", "quik"],
             "unknown preset 'quik'; did you mean quick?",

@@ -1,0 +1,170 @@
+"""Fishyscapes validation sets (Blum et al.): ``fishyscapes-laf`` and ``fishyscapes-static``.
+
+Both ship as a flat zip of anomaly masks named ``{NNNN}_{base frame id}_labels.png`` (uint8:
+0 = inlier, 1 = anomaly, 255 = void), without the images: those come from the base dataset and
+are matched by the base frame id. Checked against ``hermannsblum/bdl-benchmark:
+bdlb/fishyscapes/fishyscapes_tfds.py`` (download URLs, ``([0-9]+)_(.+)_labels.png`` file names,
+1024x2048 images, ``clip(cityscapes + overlay)`` for Static, Static version 3.0.0) and
+``bdlb/fishyscapes/benchmark.py`` (``mask == 1`` anomaly, ``mask > 1`` void), and
+``kkirchheim/pytorch-ood: dataset/img/fishyscapes.py`` (L&F image lookup in LostAndFound
+``leftImg8bit/{train,test}/{sequence}/``).
+
+The images may sit in the Fishyscapes folder itself or be shared with the base dataset's folder
+in the same data root (``lostandfound/`` for L&F, ``cityscapes/`` for Static); the own folder
+wins. Only anomaly labels exist; models are trained on Cityscapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import zipfile
+from abc import abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from owsbench.datasets.base import FileDataset, Frame, FrameFiles
+from owsbench.datasets.cityscapes import IMAGE_SUFFIX, require_dir
+from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES
+from owsbench.datasets.lostandfound import scene_folder
+from owsbench.errors import BadInput
+from owsbench.metrics.components import SMIYC_SIZE_FILTERS
+
+LABEL_FILE = re.compile(r"(?P<fs_id>[0-9]+)_(?P<base_id>.+)_labels\.png")
+LABEL_SUFFIX = "_labels.png"
+OVERLAY_SUFFIX = "_rgb.npz"
+
+
+class FishyscapesDataset(FileDataset):
+    """A Fishyscapes mask folder whose frames take their images from a base dataset.
+
+    Subclasses name the mask folder (``label_dir``), the base dataset id whose folder may hold
+    the images (``base_dataset``) and the image paths a base frame id may have
+    (``image_candidates``).
+    """
+
+    class_names: ClassVar[tuple[str, ...]] = CITYSCAPES_TRAINID_NAMES
+    train_on: ClassVar[str] = "cityscapes"
+    splits: ClassVar[tuple[str, ...]] = ("val",)
+    eval_splits: ClassVar[tuple[str, ...]] = ("val",)
+    label_dir: ClassVar[str]
+    base_dataset: ClassVar[str]
+
+    @abstractmethod
+    def image_candidates(self, images_root: Path, base_id: str) -> tuple[Path, ...]:
+        """Where the image of base frame ``base_id`` may be, under a ``leftImg8bit`` folder."""
+
+    def list_files(self, split: str) -> list[FrameFiles]:
+        labels = self.folder / self.label_dir
+        require_dir(labels, f"the unpacked masks as {labels}/{{NNNN}}_{{frame id}}{LABEL_SUFFIX}")
+        roots = [self.folder / "leftImg8bit", self.root / self.base_dataset / "leftImg8bit"]
+        frames = []
+        for label in sorted(labels.glob(f"*{LABEL_SUFFIX}")):
+            match = LABEL_FILE.fullmatch(label.name)
+            if match is None:
+                raise BadInput(
+                    f"{label}: not a Fishyscapes mask name ({{NNNN}}_{{frame id}}_labels.png)"
+                )
+            candidates = [p for r in roots for p in self.image_candidates(r, match["base_id"])]
+            image = next((p for p in candidates if p.is_file()), None)
+            if image is None:
+                raise BadInput(
+                    f"{label}: image missing (expected {candidates[0]} or {candidates[-1]})"
+                )
+            frames.append(FrameFiles(label.name[: -len(LABEL_SUFFIX)], image, anomaly=label))
+        return frames
+
+
+class FishyscapesLostAndFound(FishyscapesDataset):
+    """Fishyscapes Lost & Found validation: 100 LostAndFound frames with Fishyscapes masks."""
+
+    name: ClassVar[str] = "fishyscapes-laf"
+    label_dir: ClassVar[str] = "fishyscapes_lostandfound"
+    base_dataset: ClassVar[str] = "lostandfound"
+    expected_counts: ClassVar[dict[str, int]] = {"val": 100}
+    # SMIYC evaluates FishyLAFAnomaly-val with the anomaly-track filters (metrics/components.py).
+    component_size_filters: ClassVar[tuple[int, int]] = (
+        SMIYC_SIZE_FILTERS["anomaly"]["min_pred_size"],
+        SMIYC_SIZE_FILTERS["anomaly"]["min_gt_size"],
+    )
+    layout: ClassVar[str] = (
+        "fishyscapes-laf/fishyscapes_lostandfound/{NNNN}_{LAF frame id}_labels.png  "
+        "(fishyscapes_lostandfound.zip, unpacked flat)\n"
+        "fishyscapes-laf/leftImg8bit/{train,test}/{NN}_{scene}/{LAF frame id}_leftImg8bit.png  "
+        "(LostAndFound leftImg8bit.zip; or shared from lostandfound/leftImg8bit/)"
+    )
+    source: ClassVar[str] = (
+        "masks: http://robotics.ethz.ch/~asl-datasets/Fishyscapes/fishyscapes_lostandfound.zip; "
+        "images: LostAndFound leftImg8bit.zip from "
+        "http://wwwlehre.dhbw-stuttgart.de/~sgehrig/lostAndFoundDataset/index.html"
+    )
+    description: ClassVar[str] = (
+        "Fishyscapes Lost & Found validation: 100 LostAndFound frames (2048x1024) with "
+        "Fishyscapes anomaly masks (0 inlier, 1 anomaly, 255 void); no semantic labels. "
+        "Models train on Cityscapes. SMIYC anomaly-track component size filters."
+    )
+
+    def image_candidates(self, images_root: Path, base_id: str) -> tuple[Path, ...]:
+        folder = scene_folder(base_id)
+        if folder is None:
+            raise BadInput(
+                f"{base_id!r} is not a LostAndFound frame id ({{NN}}_{{scene}}_{{seq}}_{{frame}})"
+            )
+        return tuple(
+            images_root / s / folder / f"{base_id}{IMAGE_SUFFIX}" for s in ("test", "train")
+        )
+
+
+class FishyscapesStatic(FishyscapesDataset):
+    """Fishyscapes Static validation (v3.0.0): Cityscapes val images with blended overlays."""
+
+    name: ClassVar[str] = "fishyscapes-static"
+    label_dir: ClassVar[str] = "fs_val_v3"
+    base_dataset: ClassVar[str] = "cityscapes"
+    expected_counts: ClassVar[dict[str, int]] = {"val": 30}  # commonly cited, not verified
+    layout: ClassVar[str] = (
+        "fishyscapes-static/fs_val_v3/{NNNN}_{cityscapes id}_labels.png and "
+        "{NNNN}_{cityscapes id}_rgb.npz  (fs_val_v3.zip, unpacked flat)\n"
+        "cityscapes/leftImg8bit/val/{city}/{cityscapes id}_leftImg8bit.png  (the Cityscapes "
+        "folder of the same data root; or fishyscapes-static/leftImg8bit/val/...)"
+    )
+    source: ClassVar[str] = (
+        "overlays and masks: http://robotics.ethz.ch/~asl-datasets/Fishyscapes/fs_val_v3.zip "
+        "(version 3.0.0); images: Cityscapes leftImg8bit_trainvaltest.zip"
+    )
+    description: ClassVar[str] = (
+        "Fishyscapes Static validation v3.0.0: Cityscapes val images with PASCAL VOC objects "
+        "blended in (image = clip(cityscapes + overlay)); masks 0 inlier, 1 anomaly, 255 void; "
+        "no semantic labels. 30 frames (commonly cited, not verified). Models train on Cityscapes."
+    )
+
+    def image_candidates(self, images_root: Path, base_id: str) -> tuple[Path, ...]:
+        city = base_id.split("_", 1)[0]
+        return (images_root / "val" / city / f"{base_id}{IMAGE_SUFFIX}",)
+
+    def load_frame(self, files: FrameFiles) -> Frame:
+        """The Cityscapes image plus the frame's ``rgb`` overlay, clipped to 0..255."""
+        frame = super().load_frame(files)
+        assert files.anomaly is not None
+        overlay_path = files.anomaly.with_name(
+            files.anomaly.name[: -len(LABEL_SUFFIX)] + OVERLAY_SUFFIX
+        )
+        overlay = read_overlay(overlay_path, frame.image.shape)
+        image = np.clip(frame.image.astype(np.int32) + overlay, 0, 255).astype(np.uint8)
+        return dataclasses.replace(frame, image=image)
+
+
+def read_overlay(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The ``rgb`` array of a Fishyscapes Static overlay ``.npz`` as int32 of ``shape``."""
+    try:
+        with np.load(path) as archive:
+            overlay = archive["rgb"].astype(np.int32)
+    except FileNotFoundError:
+        raise BadInput(f"missing file: {path}") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise BadInput(f"cannot read {path}: not an overlay archive with 'rgb' ({err})") from None
+    if overlay.shape != shape:
+        raise BadInput(f"{path}: overlay has shape {overlay.shape}, its image {shape}")
+    return overlay
