@@ -71,3 +71,26 @@ def test_every_dataset_runs_end_to_end(tmp_path: Path):
     assert trained_on["streethazards"] == "streethazards"
     assert trained_on["bdd-anomaly"] == "bdd-anomaly"
     assert trained_on["cityscapes-cocopaste"] == "cityscapes"
+
+
+def test_a_corrupt_file_mid_run_stops_with_one_line_and_keeps_finished_rows(tmp_path: Path):
+    root = tmp_path / "data"
+    make_cityscapes_tree(root)
+    make_road_anomaly_tree(root)
+    victim = sorted((root / "road-anomaly").rglob("*.jpg"))[1]
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated
+    config = tmp_path / "tiny.yaml"
+    config.write_text("segmenter: {steps: 2, batch_size: 2}\n")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "owsbench", "run", "--methods", "msp",
+         "--datasets", "cityscapes,road-anomaly", "--preset", "quick", "--config", str(config),
+         "--data-root", str(root), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+         "--no-progress"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(victim) in lines[0] and "Traceback" not in result.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["dataset"] for r in rows] == ["cityscapes"]
