@@ -155,6 +155,7 @@ def run(
         components=components,
         segmenter_overrides=file.get("segmenter") or {},
         method_overrides=file.get("method_configs") or {},
+        dataset_options=file.get("dataset_options") or {},
     )
     from owsbench.catalog import DATASETS
     from owsbench.config import parse_method

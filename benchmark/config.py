@@ -39,7 +39,15 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-CONFIG_FILE_KEYS = {"methods", "datasets", "seeds", "preset", "segmenter", "method_configs"}
+CONFIG_FILE_KEYS = {
+    "methods",
+    "datasets",
+    "seeds",
+    "preset",
+    "segmenter",
+    "method_configs",
+    "dataset_options",
+}
 
 
 @dataclass
@@ -61,6 +69,7 @@ class RunConfig:
     components: bool = False  # SMIYC component metrics (needs the maps; implies save_scores)
     segmenter_overrides: dict[str, Any] = field(default_factory=dict)
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # constructor kwargs
 
 
 def get_preset(name: str) -> Preset:

@@ -89,7 +89,14 @@ class Runner:
 
     # -- datasets ---------------------------------------------------------------------------
     def dataset(self, dataset_id: str) -> Dataset:
-        dataset = DATASETS.get(dataset_id)(self.config.data_root, preset=self.config.preset.name)
+        """The adapter, built with the config file's ``dataset_options`` for this id."""
+        options = self.config.dataset_options.get(dataset_id, {})
+        try:
+            dataset = DATASETS.get(dataset_id)(
+                self.config.data_root, preset=self.config.preset.name, **options
+            )
+        except TypeError as err:
+            raise BadInput(f"bad dataset_options for {dataset_id}: {err}") from None
         dataset.prepare(progress=self.config.progress)
         return dataset
 

@@ -107,3 +107,12 @@ def test_config_overrides(tmp_path):
     bad.write_text("methods: [msp\n")
     with pytest.raises(BadInput, match="not valid YAML"):
         load_config_file(bad)
+
+
+def test_bad_dataset_options_exit_2(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("methods: [msp]\ndataset_options: {synthstreets: {bogus: 1}}\n")
+    result = owsbench("run", "--config", str(config), "--data-root", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("owsbench: error: bad dataset_options for synthstreets")
+    assert len(result.stderr.strip().splitlines()) == 1
