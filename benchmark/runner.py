@@ -84,12 +84,15 @@ class Runner:
         self.device = resolve_device(config.device)
         self.fits = FitCache(config.cache_dir)
         self.store = ResultsStore(config.out)
+        self._datasets: dict[str, Dataset] = {}
         self.commit = git_commit()
         torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     # -- datasets ---------------------------------------------------------------------------
     def dataset(self, dataset_id: str) -> Dataset:
-        """The adapter, built with the config file's ``dataset_options`` for this id."""
+        """The adapter (built once per run), with the config file's ``dataset_options``."""
+        if dataset_id in self._datasets:
+            return self._datasets[dataset_id]
         options = self.config.dataset_options.get(dataset_id, {})
         try:
             dataset = DATASETS.get(dataset_id)(
@@ -98,6 +101,7 @@ class Runner:
         except TypeError as err:
             raise BadInput(f"bad dataset_options for {dataset_id}: {err}") from None
         dataset.prepare(progress=self.config.progress)
+        self._datasets[dataset_id] = dataset
         return dataset
 
     # -- fitting ----------------------------------------------------------------------------

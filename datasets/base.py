@@ -134,6 +134,7 @@ class FileDataset(Dataset):
         super().__init__(root, preset)
         self.folder = self.root / self.name
         self._files: dict[str, list[FrameFiles]] = {}
+        self._fingerprint: str | None = None
 
     @abstractmethod
     def list_files(self, split: str) -> list[FrameFiles]:
@@ -202,17 +203,24 @@ class FileDataset(Dataset):
     def fingerprint(self) -> str:
         """Changes when the listed files change (names and sizes, not contents: cheap).
 
-        Paths are taken relative to the data root: some datasets read images that live in
-        another dataset's folder (Fishyscapes reads LostAndFound and Cityscapes images)."""
-        digest = hashlib.sha256()
-        for split in self.eval_splits:
-            for f in self.files(split):
-                for path in (f.image, f.semantic, f.anomaly):
-                    if path is not None:
-                        digest.update(
-                            f"{path.relative_to(self.root)}:{path.stat().st_size};".encode()
-                        )
-        return f"{self.name}/{digest.hexdigest()[:16]}"
+        Covers the evaluated splits and, for a dataset that is its own training source, the
+        train split. Paths are taken relative to the data root: some datasets read images that
+        live in another dataset's folder (Fishyscapes reads LostAndFound and Cityscapes images).
+        Computed once per instance.
+        """
+        if self._fingerprint is None:
+            used = list(self.eval_splits)
+            if self.train_on == self.name and "train" in self.splits:
+                used.append("train")
+            digest = hashlib.sha256()
+            for split in used:
+                for f in self.files(split):
+                    for path in (f.image, f.semantic, f.anomaly):
+                        if path is not None:
+                            size = path.stat().st_size
+                            digest.update(f"{path.relative_to(self.root)}:{size};".encode())
+            self._fingerprint = f"{self.name}/{digest.hexdigest()[:16]}"
+        return self._fingerprint
 
     def check(self, progress: bool = True) -> list[str]:
         """Read every frame of every labelled split; return warnings (subset sizes).
