@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from owsbench.datasets.base import Frame, Split
-from owsbench.methods.base import PosthocMethod, image_batch
+from owsbench.methods.base import Method, PosthocMethod, image_batch
 from owsbench.metrics import AnomalyMetric, SemanticMetric
 from owsbench.metrics.per_image import PerImageAnomalyMetric
 from owsbench.score_maps import score_map_path, write_score_map
@@ -109,6 +109,25 @@ class ScoreMapSaver:
             )
 
 
+class TrainedGroup:
+    """A trained method: its own model, predicted on its own (``Method.predict``)."""
+
+    def __init__(self, method_id: str, method: Method) -> None:
+        self.methods = {method_id: method}
+        self.score_seconds = {method_id: 0.0}
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> BatchOutput:
+        ((method_id, method),) = self.methods.items()
+        start = time.perf_counter()
+        prediction = method.predict(images)
+        self.score_seconds[method_id] += time.perf_counter() - start
+        return BatchOutput(semantic=prediction.semantic, anomaly={method_id: prediction.anomaly})
+
+
+ModelGroup = PosthocGroup | TrainedGroup
+
+
 def same_size_runs(frames: list[Frame]) -> Iterator[list[Frame]]:
     """Split a batch into runs of consecutive frames with the same image size (stackable)."""
     run: list[Frame] = []
@@ -132,7 +151,7 @@ def to_label_size(maps: torch.Tensor, size: tuple[int, int], mode: str) -> np.nd
 
 
 def evaluate_split(
-    group: PosthocGroup,
+    group: ModelGroup,
     split: Split,
     num_classes: int,
     batch_size: int,

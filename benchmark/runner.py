@@ -31,14 +31,16 @@ from owsbench.datasets.base import Dataset
 from owsbench.errors import BadInput
 from owsbench.evaluate import (
     FrameObserver,
+    ModelGroup,
     PosthocGroup,
     SampleCollector,
     ScoreMapSaver,
     SplitResult,
+    TrainedGroup,
     evaluate_split,
 )
 from owsbench.fits import Fit, FitCache
-from owsbench.methods.base import FitContext, PosthocMethod
+from owsbench.methods.base import FitContext, Method, PosthocMethod
 from owsbench.methods.nn.training import train_segmenter
 from owsbench.metrics import METRIC_VERSION
 from owsbench.results import ResultsStore, row_key
@@ -79,6 +81,9 @@ class Runner:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
         self.specs = [parse_method(m) for m in config.methods]
+        for spec in self.specs:
+            if "@" in spec.id and self.is_trained(spec):
+                raise BadInput(f"{spec.name} is a trained method with its own model; drop '@...'")
         for dataset_id in config.datasets:
             DATASETS.entry(dataset_id)
         self.device = resolve_device(config.device)
@@ -110,11 +115,17 @@ class Runner:
         config = apply_overrides(cls.Config(), self.config.preset.segmenter, "segmenter")
         return apply_overrides(config, self.config.segmenter_overrides, "segmenter")
 
+    def is_trained(self, spec: MethodSpec) -> bool:
+        return METHODS.get(spec.name).kind != "posthoc"
+
     def method_config(self, spec: MethodSpec) -> Any:
-        cls = METHODS.get(spec.name)
-        return apply_overrides(
-            cls.Config(), self.config.method_overrides.get(spec.name, {}), spec.name
-        )
+        """Defaults, then (trained methods) the preset's training sizes, then the config file."""
+        config = METHODS.get(spec.name).Config()
+        if self.is_trained(spec):
+            fields = {f.name for f in dataclasses.fields(config)}
+            sizes = {k: v for k, v in self.config.preset.segmenter.items() if k in fields}
+            config = apply_overrides(config, sizes, spec.name)
+        return apply_overrides(config, self.config.method_overrides.get(spec.name, {}), spec.name)
 
     def fit_segmenter(self, segmenter_id: str, train: Dataset, seed: int) -> tuple[Any, Fit]:
         cls = SEGMENTERS.get(segmenter_id)
@@ -140,6 +151,16 @@ class Runner:
         model.load_state_dict(result.state)
         return model.to(self.device).eval(), result
 
+    def fit_context(self, seed: int) -> FitContext:
+        return FitContext(
+            seed=seed,
+            device=self.device,
+            cache_dir=self.config.cache_dir,
+            preset=self.config.preset.name,
+            progress=self.config.progress,
+            max_stat_frames=self.config.preset.max_stat_frames,
+        )
+
     def fit_method(
         self, spec: MethodSpec, segmenter: Any, segmenter_fit: Fit, train: Dataset, seed: int
     ) -> tuple[PosthocMethod, Fit | None]:
@@ -154,14 +175,7 @@ class Runner:
             "train": train.fingerprint(),
             "max_stat_frames": self.config.preset.max_stat_frames,
         }
-        ctx = FitContext(
-            seed=seed,
-            device=self.device,
-            cache_dir=self.config.cache_dir,
-            preset=self.config.preset.name,
-            progress=self.config.progress,
-            max_stat_frames=self.config.preset.max_stat_frames,
-        )
+        ctx = self.fit_context(seed)
 
         def fit() -> tuple[dict, dict]:
             method.fit(train.split("train"), ctx)
@@ -171,14 +185,46 @@ class Runner:
         method.load_state_dict(result.state)
         return method, result
 
+    def fit_trained(self, spec: MethodSpec, train: Dataset, seed: int) -> tuple[Method, Fit]:
+        """Fit a trained method on its train split (cached), and load it for prediction."""
+        cls = METHODS.get(spec.name)
+        config = self.method_config(spec)
+        recipe = {
+            "method": spec.name,
+            "config": dataclasses.asdict(config),
+            "num_classes": train.num_classes,
+            "train": train.fingerprint(),
+            "seed": seed,
+        }
+        ctx = self.fit_context(seed)
+
+        def fit() -> tuple[dict, dict]:
+            torch.manual_seed(seed)
+            method = cls(config)
+            method.fit(train.split("train"), ctx)
+            log = getattr(method, "train_log", None)
+            extra = {"train_loss": log.loss, "lr": log.lr} if log is not None else {}
+            return method.state_dict(), extra
+
+        result = self.fits.load_or_fit(f"method-{spec.name}", recipe, fit)
+        method = cls(config)
+        method.load_state_dict(result.state)
+        return method, result
+
     # -- rows -------------------------------------------------------------------------------
+    def segmenter_fields(self, spec: MethodSpec) -> dict[str, Any]:
+        """The segmenter a post-hoc method sits on (trained methods have none)."""
+        if self.is_trained(spec):
+            return {}
+        config = dataclasses.asdict(self.segmenter_config(spec.segmenter))
+        return {"segmenter": spec.segmenter, "segmenter_config": config}
+
     def config_hash(self, spec: MethodSpec) -> str:
         return content_hash(
             {
                 "method": spec.name,
                 "config": dataclasses.asdict(self.method_config(spec)),
-                "segmenter": spec.segmenter,
-                "segmenter_config": dataclasses.asdict(self.segmenter_config(spec.segmenter)),
+                **self.segmenter_fields(spec),
                 "preset": self.config.preset.name,
                 "aggregation": self.config.aggregation,
                 "fpr_rule": self.config.fpr_rule,
@@ -214,9 +260,10 @@ class Runner:
         row = {
             "method": spec.id,
             "method_name": spec.name,
-            "segmenter": spec.segmenter,
+            "segmenter": None,
+            "segmenter_config": None,
+            **self.segmenter_fields(spec),
             "method_config": dataclasses.asdict(self.method_config(spec)),
-            "segmenter_config": dataclasses.asdict(self.segmenter_config(spec.segmenter)),
             "config_hash": self.config_hash(spec),
             "dataset": dataset.name,
             "dataset_fingerprint": dataset.fingerprint(),
@@ -272,19 +319,25 @@ class Runner:
             dataset = self.dataset(dataset_id)
             train = dataset if dataset.train_on == dataset.name else self.dataset(dataset.train_on)
             for seed in self.config.seeds:
-                by_segmenter: dict[str, list[MethodSpec]] = {}
+                groups: dict[str | None, list[MethodSpec]] = {}
                 for spec in self.specs:
-                    by_segmenter.setdefault(spec.segmenter, []).append(spec)
-                for segmenter_id, specs in by_segmenter.items():
-                    keys = {
-                        (spec.id, split): self.pending_key(spec, dataset, split, seed)
+                    if self.is_trained(spec):
+                        groups[f"trained:{spec.id}"] = [spec]
+                    else:
+                        groups.setdefault(spec.segmenter, []).append(spec)
+                for specs in groups.values():
+                    keys = [
+                        self.pending_key(spec, dataset, split, seed)
                         for spec in specs
                         for split in dataset.eval_splits
-                    }
-                    wanted.extend(keys.values())
-                    if all(self.store.has(k) for k in keys.values()):
+                    ]
+                    wanted.extend(keys)
+                    if all(self.store.has(k) for k in keys):
                         continue
-                    self.run_group(segmenter_id, specs, dataset, train, seed)
+                    if self.is_trained(specs[0]):
+                        self.run_trained(specs[0], dataset, train, seed)
+                    else:
+                        self.run_group(specs[0].segmenter, specs, dataset, train, seed)
         wanted_keys = set(wanted)
         return [r for r in self.store.rows if row_key(r) in wanted_keys]
 
@@ -302,7 +355,22 @@ class Runner:
             methods[spec.id], method_fits[spec.id] = self.fit_method(
                 spec, segmenter, segmenter_fit, train, seed
             )
-        group = PosthocGroup(segmenter, methods)
+        fits = {spec.id: [segmenter_fit, method_fits[spec.id]] for spec in specs}
+        self.evaluate_group(PosthocGroup(segmenter, methods), specs, dataset, seed, fits)
+
+    def run_trained(self, spec: MethodSpec, dataset: Dataset, train: Dataset, seed: int) -> None:
+        method, fit = self.fit_trained(spec, train, seed)
+        self.evaluate_group(TrainedGroup(spec.id, method), [spec], dataset, seed, {spec.id: [fit]})
+
+    def evaluate_group(
+        self,
+        group: ModelGroup,
+        specs: list[MethodSpec],
+        dataset: Dataset,
+        seed: int,
+        fits: dict[str, list[Fit | None]],
+    ) -> None:
+        """Stream every eval split through ``group``; write one row per method and split."""
         for split in dataset.eval_splits:
             frames = dataset.split(split)
             collector = SampleCollector()
@@ -326,7 +394,6 @@ class Runner:
             )
             samples = save_samples(self.config.out, dataset.name, split, seed, collector.arrays())
             for spec in specs:
-                fits = [segmenter_fit, method_fits[spec.id]]
                 components = (
                     component_metrics(
                         frames,
@@ -338,6 +405,14 @@ class Runner:
                     else {}
                 )
                 row = self.row(
-                    spec, dataset, split, seed, results[spec.id], seconds, fits, components, samples
+                    spec,
+                    dataset,
+                    split,
+                    seed,
+                    results[spec.id],
+                    seconds,
+                    fits[spec.id],
+                    components,
+                    samples,
                 )
                 self.store.add(row)
