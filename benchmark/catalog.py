@@ -19,6 +19,11 @@ SEGMENTERS.register(
     "owsbench.methods.nn.smp_segmenter:SmpSegmenter",
     "DeepLabV3+ with a ResNet-18 encoder (segmentation-models-pytorch, random init)",
 )
+SEGMENTERS.register(
+    "erfnet",
+    "owsbench.methods.nn.erfnet:ERFNetSegmenter",
+    "ERFNet (Romera et al. 2018), pure torch, random init",
+)
 DEFAULT_SEGMENTER = "deeplabv3plus"
 
 DATASETS = Registry("dataset")

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from owsbench.errors import BadInput
 from owsbench.methods.base import SegmenterOutput
+from owsbench.methods.nn.padding import prepare_input, register_imagenet_stats
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 OUTPUT_STRIDE = 32  # inputs are padded to a multiple of this (the deepest encoder stage)
 
 
@@ -62,8 +60,7 @@ class SmpSegmenter(nn.Module):
             raise BadInput(f"cannot build segmenter {config.arch}/{config.encoder}: {err}") from err
         if config.weights_path:
             self._load_local_weights(Path(config.weights_path))
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        register_imagenet_stats(self)
 
     def _load_local_weights(self, path: Path) -> None:
         if not path.is_file():
@@ -84,15 +81,9 @@ class SmpSegmenter(nn.Module):
         logits are cropped back, so they cover the scaled image exactly. Features keep the padded
         extent.
         """
-        if self.config.input_scale != 1.0:
-            images = F.interpolate(
-                images, scale_factor=self.config.input_scale, mode="bilinear", align_corners=False
-            )
-        height, width = images.shape[-2:]
-        pad_h, pad_w = (-height) % OUTPUT_STRIDE, (-width) % OUTPUT_STRIDE
-        x = (images - self.mean) / self.std
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x, height, width = prepare_input(
+            images, self.mean, self.std, self.config.input_scale, OUTPUT_STRIDE
+        )
         features = self.model.encoder(x)
         decoded = self.model.decoder(features)
         logits = self.model.segmentation_head(decoded)[..., :height, :width]
