@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from owsbench.datasets.base import Frame, Split
 from owsbench.datasets.scene import render_scene
 
 # Cityscapes labelId of each trainId (cityscapesScripts labels.py), and a void labelId.
@@ -60,3 +61,19 @@ def make_cityscapes_tree(
             labels = to_label_ids(train_ids) if split != "test" else np.zeros_like(train_ids)
             save(base / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", labels)
     return base
+
+
+class TinySplit(Split):
+    """Two 40x72 random frames with a two-class label (void on top): for training smoke tests."""
+
+    name = "train"
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> Frame:
+        rng = np.random.default_rng(index)
+        semantic = np.zeros((40, 72), np.uint8)
+        semantic[20:] = 1
+        semantic[:2] = 255
+        return Frame(f"f{index}", rng.integers(0, 255, (40, 72, 3), dtype=np.uint8), semantic)

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from dataset_fixtures import TinySplit
 
-from owsbench.datasets.base import Frame, Split
 from owsbench.errors import BadInput
 from owsbench.methods.nn.erfnet import ERFNetConfig, ERFNetSegmenter
 from owsbench.methods.nn.training import train_segmenter
@@ -51,20 +51,6 @@ def test_official_style_weights_load_and_shape_mismatches_are_skipped(tmp_path):
     assert model.decoder.output_conv.weight.shape[1] == 4
     with pytest.raises(BadInput):
         ERFNetSegmenter(ERFNetConfig(weights_path=str(tmp_path / "missing.pth")), num_classes=4)
-
-
-class TinySplit(Split):
-    name = "train"
-
-    def __len__(self) -> int:
-        return 2
-
-    def __getitem__(self, index: int) -> Frame:
-        rng = np.random.default_rng(index)
-        semantic = np.zeros((40, 72), np.uint8)
-        semantic[20:] = 1
-        semantic[:2] = 255
-        return Frame(f"f{index}", rng.integers(0, 255, (40, 72, 3), dtype=np.uint8), semantic)
 
 
 def test_two_training_steps_give_finite_losses():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from dataset_fixtures import TinySplit
 
-from owsbench.datasets.base import Frame, Split
 from owsbench.methods.nn.smp_segmenter import SegmenterConfig, SmpSegmenter
 from owsbench.methods.nn.training import train_segmenter
 
@@ -24,20 +24,6 @@ def test_input_scale_runs_the_network_at_a_lower_resolution():
     model = SmpSegmenter(SegmenterConfig(input_scale=0.5), num_classes=3).eval()
     with torch.no_grad():
         assert model(torch.rand(1, 3, 100, 200)).logits.shape == (1, 3, 50, 100)
-
-
-class TinySplit(Split):
-    name = "train"
-
-    def __len__(self) -> int:
-        return 2
-
-    def __getitem__(self, index: int) -> Frame:
-        rng = np.random.default_rng(index)
-        semantic = np.zeros((40, 72), np.uint8)
-        semantic[20:] = 1
-        semantic[:2] = 255
-        return Frame(f"f{index}", rng.integers(0, 255, (40, 72, 3), dtype=np.uint8), semantic)
 
 
 def test_training_a_scaled_model_downsamples_the_labels():

@@ -46,7 +46,7 @@ from torch import nn
 
 from owsbench.errors import BadInput
 from owsbench.methods.base import SegmenterOutput
-from owsbench.methods.nn.padding import prepare_input, register_imagenet_stats
+from owsbench.methods.nn.padding import prepare_input, read_weights_file, register_imagenet_stats
 from owsbench.methods.nn.smp_segmenter import SegmenterConfig
 
 OUTPUT_STRIDE = 8  # three stride-2 downsamplers
@@ -185,11 +185,7 @@ class ERFNetSegmenter(nn.Module):
         register_imagenet_stats(self)
 
     def _load_local_weights(self, path: Path) -> None:
-        if not path.is_file():
-            raise BadInput(f"weights file not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        state = read_weights_file(path)
         own = self.state_dict()
         usable = {}
         for key, value in state.items():

@@ -16,7 +16,7 @@ from torch import nn
 
 from owsbench.errors import BadInput
 from owsbench.methods.base import SegmenterOutput
-from owsbench.methods.nn.padding import prepare_input, register_imagenet_stats
+from owsbench.methods.nn.padding import prepare_input, read_weights_file, register_imagenet_stats
 
 OUTPUT_STRIDE = 32  # inputs are padded to a multiple of this (the deepest encoder stage)
 
@@ -63,9 +63,7 @@ class SmpSegmenter(nn.Module):
         register_imagenet_stats(self)
 
     def _load_local_weights(self, path: Path) -> None:
-        if not path.is_file():
-            raise BadInput(f"weights file not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_weights_file(path)
         target = self.model
         if not any(k.startswith(("encoder.", "decoder.")) for k in state):
             target = self.model.encoder
