@@ -12,6 +12,11 @@ METHODS.register("energy", "owsbench.methods.posthoc:Energy", "free energy -T lo
 METHODS.register(
     "sml", "owsbench.methods.sml:SML", "standardized max logits + boundary suppression, smoothing"
 )
+METHODS.register(
+    "contmav",
+    "owsbench.methods.contmav:ContMAV",
+    "ContMAV: contrastive + semantic decoders, class mean activation vectors (trained)",
+)
 
 SEGMENTERS = Registry("segmenter")
 SEGMENTERS.register(

@@ -1,0 +1,268 @@
+"""ContMAV (Sodano, Magistri, Nunes, Behley, Stachniss, "Open-World Semantic Segmentation
+Including Class Similarity", CVPR 2024, arXiv 2403.07532).
+
+Source: ``PRBonn/ContMAV`` (HEAD ``0960cb3``): ``train.py`` (``train_one_epoch``, ``test_ow``,
+``contrastive_inference``, ``semantic_inference``), ``src/utils.py`` (losses), ``src/args.py``,
+``src/models/*``. Spec: ``reference/methods.md`` section 1. Network:
+``owsbench.methods.nn.contmav_model``; losses and scores: ``owsbench.methods.nn.contmav_losses``.
+
+Training (``fit``), per step on an augmented batch (``frame_order`` + ``augment``):
+``L = 0.9 L_sem + 0.5 L_obj + 0.1 L_f + 0.5 L_con`` where ``L_sem`` is cross-entropy on the
+semantic logits ``z``, ``L_obj`` the objectosphere loss on the contrastive embedding ``f`` (void
+pixels pushed to the origin, known pixels outside radius ``sqrt(xi)``), ``L_f`` the
+variance-normalised L1 distance of ``z`` to the previous epoch's class means (MAVs) and ``L_con``
+the contrastive loss of per-class mean embeddings against the MAVs (tau 0.1). ``L_f`` and ``L_con``
+are 0 during the first epoch (no MAVs yet). Every step adds the logits of true-positive pixels to
+the MAV accumulator; at the end of each epoch the MAVs and variances are recomputed and the sums
+reset. An "epoch" is ``epoch_steps`` optimisation steps (default: one pass over the training
+split, ``ceil(len(train) / batch_size)`` steps); the MAVs after the last (possibly partial)
+epoch are the ones stored.
+
+Inference: ``anomaly = (relu(1 - ||f||) + 1 - max_c g_c(z)) / 2`` with the diagonal-Gaussian
+similarity ``g_c = exp(-1/2 sum_d (z_d - mu_cd)^2 / (var_cd + 1e-8))``; extras
+``similar_class`` = ``argmax_c g_c``, ``similarity``, ``s_cont``, ``s_sem``. ``score`` selects
+the ``"unknown"`` (paper), ``"semantic"`` or ``"contrastive"`` part as the anomaly map
+(ablation); the official binary threshold (0.6) is recorded as ``threshold`` but not applied.
+
+Hyperparameters. Paper/code values (recorded, not the defaults where the CPU budget forbids):
+500 epochs, batch 8, 512x1024 crops, scale [0.5, 2.0], Adam (wd 1e-4) with OneCycleLR stepped
+per epoch, decoder channels (512, 256, 128) with 3 NonBottleneck1D blocks per module. The brief
+says lr 0.004; the official ``src/args.py`` default is 1e-4 (scaled by batch/8). Neither fits a
+from-scratch CPU run with this recipe: ``lr`` defaults to 1e-3 (the peak of the one-cycle
+schedule, AdamW), configurable. The defaults are CPU-sized (``steps=600``, decoder (256, 128,
+64) with 1 block); presets override them through the config.
+
+Deviations (see also the two ``nn`` modules): BasicBlock ResNet-34 encoder from smp, random init
+(official: NonBottleneck1D ResNet-34 with ImageNet weights); AdamW with the shared per-step
+one-cycle schedule (``one_cycle_lr``) and the shared augmentation (``augment``); variances are
+floored at ``var_floor`` wherever they divide (official: only ``+ 1e-8``), so a class seen on a
+handful of pixels cannot blow up ``L_f`` or zero out ``g_c`` (on synthstreets quick, 150 steps:
+with a floor of 1e-3 ``0.1 L_f`` grew to ~100 and held the CE at ~2.4; with 0.1 it stays ~4
+and the CE falls to ~1.3); classes without MAVs are left out
+of ``L_f``/``L_con``/``g_c``; a class with no true positive in an epoch keeps its previous MAV
+(official: reset to zero). The novel-class clustering of ``test_ow`` is not implemented
+(owsbench scores anomalies only). Bugs of the official code fixed: the ``gt_labels[:-1]``
+class drop in ``OWLoss.forward``; the contrastive loss averaged over all images including
+all-void ones; the repo's 40-image debug dataset length; the ``type=bool`` flags that train
+plain CE by default (all three extra losses are on here, each switchable).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from owsbench.datasets.base import VOID, Split
+from owsbench.errors import BadInput
+from owsbench.methods.base import FitContext, Method, Prediction, image_batch
+from owsbench.methods.nn.contmav_losses import (
+    ClassStats,
+    MAVAccumulator,
+    contrastive_loss,
+    feature_loss,
+    objectosphere_loss,
+    semantic_ce,
+    unknown_score,
+)
+from owsbench.methods.nn.contmav_model import ContMAVNet
+from owsbench.methods.nn.training import TrainLog, augment, frame_order, one_cycle_lr
+
+SCORES = ("unknown", "semantic", "contrastive")
+
+
+@dataclass(frozen=True)
+class ContMAVConfig:
+    """ContMAV architecture, losses and training recipe (paper/code values in comments)."""
+
+    num_classes: int = 19  # known classes of the training set (Cityscapes: 19)
+    encoder: str = "resnet34"  # official: ResNet-34 layout with NonBottleneck1D blocks
+    decoder_channels: tuple[int, int, int] = (256, 128, 64)  # official (512, 256, 128)
+    decoder_blocks: int = 1  # NonBottleneck1D blocks per decoder module; official 3
+    context_bins: tuple[int, ...] = (1, 2, 4, 8)  # appm-1-2-4-8
+    # training
+    steps: int = 600  # total optimisation steps; official 500 epochs
+    epoch_steps: int | None = None  # steps per MAV epoch; None = one pass over the split
+    batch_size: int = 8  # official 8
+    lr: float = 1e-3  # peak lr; brief 0.004, official default 1e-4 (see module docstring)
+    weight_decay: float = 1e-4  # official 1e-4
+    warmup_fraction: float = 0.1  # official OneCycleLR pct_start 0.1
+    crop: tuple[int, int] | None = None  # (h, w); None = the frame size; official 512x1024
+    scale_range: tuple[float, float] = (0.75, 1.5)  # official (0.5, 2.0)
+    hflip: bool = True
+    color_jitter: float = 0.25  # official: RandomHSV
+    # losses (official weights and constants)
+    w_sem: float = 0.9
+    w_obj: float = 0.5
+    w_feat: float = 0.1
+    w_con: float = 0.5
+    use_objectosphere: bool = True
+    use_feature: bool = True
+    use_contrastive: bool = True
+    xi: float = 1.0  # objectosphere radius (squared norm) for known pixels
+    unknown_weight: float = 10.0  # weight of the void term of the objectosphere loss
+    tau: float = 0.1  # contrastive temperature
+    var_floor: float = 0.1  # lower bound on a MAV variance where it divides (deviation)
+    # inference
+    radius: float = 1.0  # r of s_cont = relu(1 - ||f|| / r)
+    score: str = "unknown"  # anomaly map: "unknown" | "semantic" | "contrastive"
+    threshold: float = 0.6  # official binary unknown threshold delta (recorded, unused)
+
+
+class ContMAV(Method):
+    """ContMAV: semantic + contrastive decoders, class-mean (MAV) Gaussian and norm scores."""
+
+    name: ClassVar[str] = "contmav"
+    Config: ClassVar[type] = ContMAVConfig
+    kind: ClassVar[str] = "trained"
+    summary: ClassVar[str] = (
+        "ContMAV (CVPR 2024): two-decoder network trained with objectosphere, MAV feature and "
+        "contrastive losses; anomaly = (contrastive-norm + Gaussian-MAV) unknown score"
+    )
+
+    def __init__(self, config: ContMAVConfig | None = None) -> None:
+        super().__init__(config)
+        cfg: ContMAVConfig = self.config
+        if cfg.score not in SCORES:
+            raise BadInput(f"contmav: score must be one of {', '.join(SCORES)}, got {cfg.score!r}")
+        self.model = self._build()
+        self.stats = ClassStats.empty(cfg.num_classes)
+        self.log = TrainLog(loss=[], lr=[])
+
+    def _build(self) -> ContMAVNet:
+        cfg: ContMAVConfig = self.config
+        return ContMAVNet(
+            cfg.num_classes,
+            encoder=cfg.encoder,
+            decoder_channels=tuple(cfg.decoder_channels),
+            decoder_blocks=cfg.decoder_blocks,
+            context_bins=tuple(cfg.context_bins),
+        )
+
+    def _floored(self, stats: ClassStats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return stats.means, stats.variances.clamp(min=self.config.var_floor), stats.valid
+
+    def losses(
+        self,
+        logits: torch.Tensor,
+        emb: torch.Tensor,
+        labels: torch.Tensor,
+        stats: ClassStats | None,
+    ) -> dict[str, torch.Tensor]:
+        """The weighted loss terms of one batch and their sum (``"total"``); ``stats`` are the
+        previous epoch's MAVs (None during the first epoch: ``L_f = L_con = 0``)."""
+        cfg: ContMAVConfig = self.config
+        terms = {"sem": cfg.w_sem * semantic_ce(logits, labels)}
+        if cfg.use_objectosphere:
+            terms["obj"] = cfg.w_obj * objectosphere_loss(emb, labels, cfg.xi, cfg.unknown_weight)
+        if stats is not None and bool(stats.valid.any()):
+            means, variances, valid = (t.to(logits.device) for t in self._floored(stats))
+            if cfg.use_feature:
+                terms["feat"] = cfg.w_feat * feature_loss(logits, labels, means, variances, valid)
+            if cfg.use_contrastive:
+                terms["con"] = cfg.w_con * contrastive_loss(emb, labels, means, valid, cfg.tau)
+        terms["total"] = sum(terms.values())
+        return terms
+
+    def fit(self, train: Split, ctx: FitContext) -> None:
+        cfg: ContMAVConfig = self.config
+        if len(train) == 0:
+            raise BadInput("contmav: empty training split")
+        torch.manual_seed(ctx.seed)
+        self.model = self._build().to(ctx.device).train()
+        rng = np.random.default_rng(ctx.seed)
+        generator = torch.Generator().manual_seed(ctx.seed)
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        epoch_steps = cfg.epoch_steps or math.ceil(len(train) / cfg.batch_size)
+        accumulator = MAVAccumulator(cfg.num_classes)
+        stats: ClassStats | None = None
+        self.log = TrainLog(loss=[], lr=[])
+        order = frame_order(len(train), cfg.steps, cfg.batch_size, rng)
+        bar = tqdm(
+            order, total=cfg.steps, desc="fit contmav", disable=not ctx.progress, leave=False
+        )
+        for step, indices in enumerate(bar):
+            if step > 0 and step % epoch_steps == 0:
+                stats = accumulator.finalize(stats)
+            frames = [train[i] for i in indices]
+            images = image_batch([f.image for f in frames])
+            labels = torch.from_numpy(np.stack([f.semantic for f in frames])).long()
+            bad = (labels != VOID) & ((labels < 0) | (labels >= cfg.num_classes))
+            if bad.any():
+                raise BadInput(
+                    f"contmav: label {int(labels[bad][0])} outside 0..{cfg.num_classes - 1}; "
+                    "set num_classes to the training set's class count"
+                )
+            images, labels = augment(images, labels, cfg, generator)
+            images, labels = images.to(ctx.device), labels.to(ctx.device)
+            lr = one_cycle_lr(step, cfg.steps, cfg.lr, cfg.warmup_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits, emb = self.model(images)
+            accumulator.update(logits, labels)
+            terms = self.losses(logits, emb, labels, stats)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            self.log.loss.append(terms["total"].item())
+            self.log.lr.append(lr)
+            bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})
+        self.stats = accumulator.finalize(stats)
+        self.model.eval()
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        cfg: ContMAVConfig = self.config
+        device = next(self.model.parameters()).device
+        if device != images.device:
+            self.model.to(images.device)
+        self.model.eval()
+        with torch.inference_mode():
+            logits, emb = self.model(images)
+            means, variances, _ = self._floored(self.stats)
+            stats = ClassStats(means, variances, self.stats.counts)
+            score = unknown_score(logits, emb, stats, cfg.radius)
+        anomaly = {
+            "unknown": score.unknown,
+            "semantic": score.semantic,
+            "contrastive": score.contrastive,
+        }[cfg.score]
+        return Prediction(
+            semantic=logits.argmax(dim=1),
+            anomaly=anomaly,
+            logits=logits,
+            extras={
+                "similar_class": score.similar_class,
+                "similarity": score.similarity,
+                "s_cont": score.contrastive,
+                "s_sem": score.semantic,
+            },
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "mav_means": self.stats.means.cpu(),
+            "mav_variances": self.stats.variances.cpu(),
+            "mav_counts": self.stats.counts.cpu(),
+            "num_classes": self.config.num_classes,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("num_classes", self.config.num_classes) != self.config.num_classes:
+            raise BadInput(
+                f"contmav: state has {state['num_classes']} classes, config "
+                f"{self.config.num_classes}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.model.eval()
+        self.stats = ClassStats(
+            state["mav_means"].float(),
+            state["mav_variances"].float(),
+            state["mav_counts"].float(),
+        )
