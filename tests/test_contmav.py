@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from dataset_fixtures import ListSplit
 
-from owsbench.datasets.base import VOID, Frame, Split
+from owsbench.datasets.base import VOID, Frame
 from owsbench.datasets.synthstreets import SIZES, generate_frame
 from owsbench.methods.base import FitContext
 from owsbench.methods.contmav import ContMAV, ContMAVConfig
@@ -132,19 +133,6 @@ def test_gaussian_term_and_unknown_score():
     assert score.semantic.flatten().tolist() == pytest.approx([1 - g0, 0.0])
     assert score.unknown.flatten().tolist() == pytest.approx([(0.5 + 1 - g0) / 2, 0.0])
     assert score.similar_class.flatten().tolist() == [0, 1]
-
-
-class ListSplit(Split):
-    name = "train"
-
-    def __init__(self, frames: list[Frame]) -> None:
-        self.frames = frames
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, index: int) -> Frame:
-        return self.frames[index]
 
 
 SMALL = dict(decoder_channels=(32, 16, 16), decoder_blocks=1, encoder="resnet18")

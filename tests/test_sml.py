@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from dataset_fixtures import ListSplit
 
-from owsbench.datasets.base import Frame, Split
+from owsbench.datasets.base import Frame
 from owsbench.methods.base import FitContext, Prediction, SegmenterOutput, image_batch
 from owsbench.methods.sml import (
     SML,
@@ -239,21 +240,6 @@ def test_smoothing_matches_a_dilated_convolution():
 
 
 # ---------------------------------------------------------------- SML end to end
-
-
-class ListSplit(Split):
-    """An in-memory split."""
-
-    name = "train"
-
-    def __init__(self, frames: list[Frame]) -> None:
-        self.frames = frames
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, index: int) -> Frame:
-        return self.frames[index]
 
 
 class FakeSegmenter(torch.nn.Module):
