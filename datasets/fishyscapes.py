@@ -30,7 +30,7 @@ from owsbench.datasets.cityscapes import IMAGE_SUFFIX, require_dir
 from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES
 from owsbench.datasets.lostandfound import scene_folder
 from owsbench.errors import BadInput
-from owsbench.metrics.components import SMIYC_SIZE_FILTERS
+from owsbench.metrics.components import SMIYC_TRACK_FILTERS
 
 LABEL_FILE = re.compile(r"(?P<fs_id>[0-9]+)_(?P<base_id>.+)_labels\.png")
 LABEL_SUFFIX = "_labels.png"
@@ -85,10 +85,7 @@ class FishyscapesLostAndFound(FishyscapesDataset):
     base_dataset: ClassVar[str] = "lostandfound"
     expected_counts: ClassVar[dict[str, int]] = {"val": 100}
     # SMIYC evaluates FishyLAFAnomaly-val with the anomaly-track filters (metrics/components.py).
-    component_size_filters: ClassVar[tuple[int, int]] = (
-        SMIYC_SIZE_FILTERS["anomaly"]["min_pred_size"],
-        SMIYC_SIZE_FILTERS["anomaly"]["min_gt_size"],
-    )
+    component_size_filters: ClassVar[tuple[int, int]] = SMIYC_TRACK_FILTERS["anomaly"]
     layout: ClassVar[str] = (
         "fishyscapes-laf/fishyscapes_lostandfound/{NNNN}_{LAF frame id}_labels.png  "
         "(fishyscapes_lostandfound.zip, unpacked flat)\n"

@@ -35,7 +35,7 @@ import numpy as np
 from owsbench.datasets.base import VOID, FileDataset, FrameFiles
 from owsbench.datasets.cityscapes import city_frames, require_dir
 from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES
-from owsbench.metrics.components import SMIYC_SIZE_FILTERS
+from owsbench.metrics.components import SMIYC_TRACK_FILTERS
 
 LABEL_SUFFIX = "_gtCoarse_labelIds.png"
 FREE_ROAD = 1
@@ -83,10 +83,7 @@ class LostAndFound(FileDataset):
     splits: ClassVar[tuple[str, ...]] = ("test", "testNoKnown")
     eval_splits: ClassVar[tuple[str, ...]] = ("testNoKnown",)
     expected_counts: ClassVar[dict[str, int]] = {"test": FULL_TEST_FRAMES, "testNoKnown": 1043}
-    component_size_filters: ClassVar[tuple[int, int]] = (
-        SMIYC_SIZE_FILTERS["obstacle"]["min_pred_size"],
-        SMIYC_SIZE_FILTERS["obstacle"]["min_gt_size"],
-    )
+    component_size_filters: ClassVar[tuple[int, int]] = SMIYC_TRACK_FILTERS["obstacle"]
     layout: ClassVar[str] = (
         "lostandfound/leftImg8bit/test/{NN}_{scene}/{NN}_{scene}_{seq}_{frame}_leftImg8bit.png\n"
         "lostandfound/gtCoarse/test/{NN}_{scene}/{NN}_{scene}_{seq}_{frame}_gtCoarse_labelIds.png"

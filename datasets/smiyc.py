@@ -26,7 +26,7 @@ test labels are hidden and scored by the SMIYC server):
   one-way-street, gravel, greyasphalt, motorway, paving, darkasphalt, darkasphalt2 (327 frames;
   snowstorm and night scenes excluded).
 
-Component metrics use the official size filters of each track (``SMIYC_SIZE_FILTERS``).
+Component metrics use the official size filters of each track (``SMIYC_TRACK_FILTERS``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import ClassVar
 from owsbench.datasets.base import FileDataset, FrameFiles
 from owsbench.datasets.cityscapes import require_dir
 from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES
-from owsbench.metrics.components import SMIYC_SIZE_FILTERS
+from owsbench.metrics.components import SMIYC_TRACK_FILTERS
 
 LABEL_SUFFIX = "_labels_semantic.png"
 HIDDEN_TEST_LABELS = (
@@ -86,10 +86,7 @@ class RoadAnomaly21(SmiycTrack):
     archive_folder: ClassVar[str] = "dataset_AnomalyTrack"
     image_ext: ClassVar[str] = "jpg"
     expected_counts: ClassVar[dict[str, int]] = {"validation": 10, "test": 100}
-    component_size_filters: ClassVar[tuple[int, int]] = (
-        SMIYC_SIZE_FILTERS["anomaly"]["min_pred_size"],
-        SMIYC_SIZE_FILTERS["anomaly"]["min_gt_size"],
-    )
+    component_size_filters: ClassVar[tuple[int, int]] = SMIYC_TRACK_FILTERS["anomaly"]
     layout: ClassVar[str] = (
         "smiyc-ra21/dataset_AnomalyTrack/images/{fid}.jpg  (110 frames)\n"
         "smiyc-ra21/dataset_AnomalyTrack/labels_masks/{fid}_labels_semantic.png  "
@@ -118,10 +115,7 @@ class RoadObstacle21(SmiycTrack):
     archive_folder: ClassVar[str] = "dataset_ObstacleTrack"
     image_ext: ClassVar[str] = "webp"
     expected_counts: ClassVar[dict[str, int]] = {"validation": 30, "test": 327}
-    component_size_filters: ClassVar[tuple[int, int]] = (
-        SMIYC_SIZE_FILTERS["obstacle"]["min_pred_size"],
-        SMIYC_SIZE_FILTERS["obstacle"]["min_gt_size"],
-    )
+    component_size_filters: ClassVar[tuple[int, int]] = SMIYC_TRACK_FILTERS["obstacle"]
     # ``ObstacleTrack-validation.exclude_prefix`` in tracks.py
     EXCLUDED_VALIDATION_PREFIXES: ClassVar[tuple[str, ...]] = (
         "validation_19",

@@ -65,6 +65,11 @@ SMIYC_SIZE_FILTERS: dict[str, dict[str, int]] = {
     "anomaly": {"min_pred_size": 500, "min_gt_size": 100},  # RoadAnomaly21, Fishyscapes LaF
     "obstacle": {"min_pred_size": 50, "min_gt_size": 10},  # RoadObstacle21, LostAndFound
 }
+# The same as ``(min_pred_size, min_gt_size)`` pairs: a dataset's ``component_size_filters``.
+SMIYC_TRACK_FILTERS: dict[str, tuple[int, int]] = {
+    track: (sizes["min_pred_size"], sizes["min_gt_size"])
+    for track, sizes in SMIYC_SIZE_FILTERS.items()
+}
 
 _STRUCTURE = np.ones((3, 3), dtype=bool)  # 8-connectivity
 
