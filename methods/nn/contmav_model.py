@@ -34,9 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from owsbench.methods.nn.erfnet import NonBottleneck1D
 from owsbench.methods.nn.padding import prepare_input, register_imagenet_stats
 
 OUTPUT_STRIDE = 32  # inputs are padded to a multiple of this (the deepest encoder stage)
+
+
+CONTMAV_BN_EPS = 1e-5  # torch's default, as these decoder blocks have always used
 
 
 class ConvBNAct(nn.Sequential):
@@ -48,27 +52,6 @@ class ConvBNAct(nn.Sequential):
             nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
         )
-
-
-class NonBottleneck1D(nn.Module):
-    """ERFNet block: 3x1 -> ReLU -> 1x3 -> BN -> ReLU -> 3x1 -> ReLU -> 1x3 -> BN, + residual."""
-
-    def __init__(self, channels: int, dilation: int = 1) -> None:
-        super().__init__()
-        d = dilation
-        self.conv3x1_1 = nn.Conv2d(channels, channels, (3, 1), padding=(1, 0))
-        self.conv1x3_1 = nn.Conv2d(channels, channels, (1, 3), padding=(0, 1))
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv3x1_2 = nn.Conv2d(channels, channels, (3, 1), padding=(d, 0), dilation=(d, 1))
-        self.conv1x3_2 = nn.Conv2d(channels, channels, (1, 3), padding=(0, d), dilation=(1, d))
-        self.bn2 = nn.BatchNorm2d(channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.conv3x1_1(x))
-        out = F.relu(self.bn1(self.conv1x3_1(out)))
-        out = F.relu(self.conv3x1_2(out))
-        out = self.bn2(self.conv1x3_2(out))
-        return F.relu(out + x)
 
 
 class LearnedUpsample(nn.Module):
@@ -115,7 +98,9 @@ class DecoderModule(nn.Module):
     def __init__(self, cin: int, cout: int, blocks: int) -> None:
         super().__init__()
         self.conv = ConvBNAct(cin, cout, 3)
-        self.blocks = nn.Sequential(*(NonBottleneck1D(cout) for _ in range(blocks)))
+        self.blocks = nn.Sequential(
+            *(NonBottleneck1D(cout, bn_eps=CONTMAV_BN_EPS) for _ in range(blocks))
+        )
         self.up = LearnedUpsample(cout)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:

@@ -82,15 +82,17 @@ class DownsamplerBlock(nn.Module):
 class NonBottleneck1D(nn.Module):
     """Residual block of two factorised 3x3 convs (3x1 then 1x3); the second pair is dilated."""
 
-    def __init__(self, channels: int, dropout: float, dilation: int) -> None:
+    def __init__(
+        self, channels: int, dropout: float = 0.0, dilation: int = 1, bn_eps: float = BN_EPS
+    ) -> None:
         super().__init__()
         d = dilation
         self.conv3x1_1 = nn.Conv2d(channels, channels, (3, 1), padding=(1, 0))
         self.conv1x3_1 = nn.Conv2d(channels, channels, (1, 3), padding=(0, 1))
-        self.bn1 = nn.BatchNorm2d(channels, eps=BN_EPS)
+        self.bn1 = nn.BatchNorm2d(channels, eps=bn_eps)
         self.conv3x1_2 = nn.Conv2d(channels, channels, (3, 1), padding=(d, 0), dilation=(d, 1))
         self.conv1x3_2 = nn.Conv2d(channels, channels, (1, 3), padding=(0, d), dilation=(1, d))
-        self.bn2 = nn.BatchNorm2d(channels, eps=BN_EPS)
+        self.bn2 = nn.BatchNorm2d(channels, eps=bn_eps)
         self.dropout = nn.Dropout2d(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
