@@ -75,6 +75,19 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def fit_extras(method: Method) -> dict[str, Any]:
+    """What a fit leaves besides its state: the training curve (``train_log``, a ``TrainLog``)
+    and a ``fit_report`` dict of choices made during the fit (both optional attributes)."""
+    extra: dict[str, Any] = {}
+    log = getattr(method, "train_log", None)
+    if log is not None:
+        extra.update(train_loss=log.loss, lr=log.lr)
+    report = getattr(method, "fit_report", None)
+    if report:
+        extra["report"] = report
+    return extra
+
+
 class Runner:
     """Runs one ``RunConfig``; see the module docstring."""
 
@@ -151,7 +164,13 @@ class Runner:
         model.load_state_dict(result.state)
         return model.to(self.device).eval(), result
 
-    def fit_context(self, seed: int) -> FitContext:
+    def fit_context(self, seed: int, train: Dataset) -> FitContext:
+        """What a fit may use: the training dataset's outlier-exposure source and its labelled
+        validation split (only when that split is not one the dataset itself is evaluated on)."""
+        source = getattr(train, "outlier_source", None)
+        validation = None
+        if "val" in train.splits and "val" not in train.eval_splits:
+            validation = train.split("val")
         return FitContext(
             seed=seed,
             device=self.device,
@@ -159,7 +178,15 @@ class Runner:
             preset=self.config.preset.name,
             progress=self.config.progress,
             max_stat_frames=self.config.preset.max_stat_frames,
+            outlier_source=source() if callable(source) else None,
+            validation=validation,
         )
+
+    @staticmethod
+    def fit_config(cls: type[Method], config: Any) -> dict[str, Any]:
+        """The config fields that shape a fit (``Method.inference_fields`` left out)."""
+        values = dataclasses.asdict(config)
+        return {k: v for k, v in values.items() if k not in cls.inference_fields}
 
     def fit_method(
         self, spec: MethodSpec, segmenter: Any, segmenter_fit: Fit, train: Dataset, seed: int
@@ -170,16 +197,16 @@ class Runner:
             return method, None
         recipe = {
             "method": spec.name,
-            "config": dataclasses.asdict(config),
+            "config": self.fit_config(type(method), config),
             "segmenter_sha256": segmenter_fit.meta["sha256"],
             "train": train.fingerprint(),
             "max_stat_frames": self.config.preset.max_stat_frames,
         }
-        ctx = self.fit_context(seed)
+        ctx = self.fit_context(seed, train)
 
         def fit() -> tuple[dict, dict]:
             method.fit(train.split("train"), ctx)
-            return method.state_dict(), {}
+            return method.state_dict(), fit_extras(method)
 
         result = self.fits.load_or_fit(f"method-{spec.name}", recipe, fit)
         method.load_state_dict(result.state)
@@ -191,20 +218,18 @@ class Runner:
         config = self.method_config(spec)
         recipe = {
             "method": spec.name,
-            "config": dataclasses.asdict(config),
+            "config": self.fit_config(cls, config),
             "num_classes": train.num_classes,
             "train": train.fingerprint(),
             "seed": seed,
         }
-        ctx = self.fit_context(seed)
+        ctx = self.fit_context(seed, train)
 
         def fit() -> tuple[dict, dict]:
             torch.manual_seed(seed)
             method = cls(config)
             method.fit(train.split("train"), ctx)
-            log = getattr(method, "train_log", None)
-            extra = {"train_loss": log.loss, "lr": log.lr} if log is not None else {}
-            return method.state_dict(), extra
+            return method.state_dict(), fit_extras(method)
 
         result = self.fits.load_or_fit(f"method-{spec.name}", recipe, fit)
         method = cls(config)
@@ -281,6 +306,7 @@ class Runner:
             "inlier_pixels": result.anomaly.num_negatives,
             "fit_seconds": sum(f.meta["fit_seconds"] for f in done),
             "fit_cached": all(f.cached for f in done),
+            "fit_report": {k: v for f in done for k, v in f.meta.get("report", {}).items()},
             "infer_seconds": infer_seconds,
             "score_seconds": result.score_seconds,
             "checkpoint_sha256": done[0].meta["sha256"] if done else None,

@@ -60,6 +60,11 @@ class FitContext:
     preset: str = "default"
     progress: bool = True
     max_stat_frames: int | None = None  # cap on frames read for post-hoc statistics
+    # cut-outs for outlier exposure (an ``ObjectSource``) when the training dataset has one
+    outlier_source: Any | None = None
+    # a labelled validation split of the training dataset (never an evaluation split of the run's
+    # test data), for choices made on validation data; None when the dataset has none
+    validation: Split | None = None
 
 
 class Method(ABC):
@@ -69,6 +74,9 @@ class Method(ABC):
     Config: ClassVar[type] = NoConfig
     kind: ClassVar[str] = "trained"
     summary: ClassVar[str] = ""
+    # config fields that only change inference: left out of the fit's cache key, so trying
+    # another value reuses the checkpoint
+    inference_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()

@@ -131,7 +131,7 @@ class ContMAV(Method):
             raise BadInput(f"contmav: score must be one of {', '.join(SCORES)}, got {cfg.score!r}")
         self.model = self._build()
         self.stats = ClassStats.empty(cfg.num_classes)
-        self.log = TrainLog(loss=[], lr=[])
+        self.train_log = TrainLog(loss=[], lr=[])
 
     def _build(self) -> ContMAVNet:
         cfg: ContMAVConfig = self.config
@@ -182,7 +182,7 @@ class ContMAV(Method):
         epoch_steps = cfg.epoch_steps or math.ceil(len(train) / cfg.batch_size)
         accumulator = MAVAccumulator(cfg.num_classes)
         stats: ClassStats | None = None
-        self.log = TrainLog(loss=[], lr=[])
+        self.train_log = TrainLog(loss=[], lr=[])
         order = frame_order(len(train), cfg.steps, cfg.batch_size, rng)
         bar = tqdm(
             order, total=cfg.steps, desc="fit contmav", disable=not ctx.progress, leave=False
@@ -210,8 +210,8 @@ class ContMAV(Method):
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
-            self.log.loss.append(terms["total"].item())
-            self.log.lr.append(lr)
+            self.train_log.loss.append(terms["total"].item())
+            self.train_log.lr.append(lr)
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})
         self.stats = accumulator.finalize(stats)
         self.model.eval()

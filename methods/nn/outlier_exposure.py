@@ -1,0 +1,90 @@
+"""Outlier exposure: paste cut-outs into training frames, labelled like test anomalies.
+
+Methods that learn what an anomaly looks like (``contmav-trufor``, ``dual-head``, the trainable
+anomaly heads) train on frames of the *training* split with objects from the dataset's
+outlier-exposure source (``FitContext.outlier_source``; for synthstreets, families disjoint from
+the test anomalies) pasted on the road or sidewalk with the shared paste code
+(:func:`owsbench.datasets.paste.ground_placement`, :func:`~owsbench.datasets.paste.paste_object`),
+so a paste is labelled exactly like a test anomaly: semantic void, anomaly 1.
+
+A batch carries both targets in one label map so the shared augmentation (rescale, crop, flip)
+moves them together: known classes ``0..K-1``, void ``255`` and pasted pixels ``OUTLIER = 254``.
+:func:`split_outlier_labels` separates them after augmentation into the semantic target (pastes
+void) and the anomaly target (paste 1, known 0, void and padding 255 = ignored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from owsbench.datasets.base import VOID, Frame
+from owsbench.datasets.paste import ground_placement, paste_object
+from owsbench.errors import BadInput
+from owsbench.methods.base import image_batch
+
+OUTLIER = 254  # label of pasted pixels inside a training batch (before split_outlier_labels)
+
+
+@dataclass(frozen=True)
+class PasteConfig:
+    """How many objects go into a training frame, and how large they are."""
+
+    probability: float = 0.5  # chance that a frame receives pastes at all
+    max_objects: int = 2  # 1..max_objects objects per pasted frame
+    size_range: tuple[float, float] = (0.3, 0.9)  # object height in camera heights (see paste)
+
+
+def require_source(method: str, source: object | None) -> object:
+    """The outlier-exposure source, or a one-line error saying the dataset has none."""
+    if source is None:
+        raise BadInput(
+            f"{method} trains with outlier exposure, but the training dataset has no "
+            "outlier-exposure source (synthstreets has one)"
+        )
+    return source
+
+
+def paste_outliers(
+    frame: Frame, source, rng: np.random.Generator, config: PasteConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """``frame`` with 0..``max_objects`` pasted cut-outs: ``(image uint8, labels)``, where
+    ``labels`` holds the known classes, ``255`` void and ``OUTLIER`` on the pastes."""
+    image, semantic = frame.image, frame.semantic
+    if semantic is None:
+        raise BadInput(f"frame {frame.frame_id}: outlier exposure needs semantic labels")
+    pasted = np.zeros(semantic.shape, bool)
+    if rng.random() < config.probability:
+        for _ in range(int(rng.integers(1, config.max_objects + 1))):
+            where = ground_placement(semantic, rng, config.size_range)
+            if where is None:
+                break
+            cutout, _family = source.sample(rng)
+            image, semantic, anomaly = paste_object(image, semantic, None, cutout, *where)
+            pasted |= anomaly == 1
+    labels = np.where(pasted, OUTLIER, semantic).astype(np.uint8)
+    return image, labels
+
+
+def outlier_batch(
+    frames: list[Frame], source, rng: np.random.Generator, config: PasteConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch with pastes: images ``(B, 3, H, W)`` in [0, 1] and labels ``(B, H, W)``
+    (long; ``OUTLIER`` on pasted pixels)."""
+    pairs = [paste_outliers(f, source, rng, config) for f in frames]
+    images = image_batch([p[0] for p in pairs])
+    labels = torch.from_numpy(np.stack([p[1] for p in pairs])).long()
+    return images, labels
+
+
+def split_outlier_labels(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(semantic, anomaly)`` targets from a batch label map: pastes become void in the
+    semantic target; the anomaly target is 1 on pastes, 0 on known pixels and 255 elsewhere."""
+    pasted = labels == OUTLIER
+    semantic = labels.masked_fill(pasted, VOID)
+    anomaly = torch.full_like(labels, VOID)
+    anomaly[semantic != VOID] = 0
+    anomaly[pasted] = 1
+    return semantic, anomaly
