@@ -17,6 +17,21 @@ METHODS.register(
     "owsbench.methods.contmav:ContMAV",
     "ContMAV: contrastive + semantic decoders, class mean activation vectors (trained)",
 )
+METHODS.register(
+    "contmav-focal",
+    "owsbench.methods.contmav:ContMAVFocal",
+    "ContMAV with the semantic CE replaced by focal loss (smp FocalLoss)",
+)
+METHODS.register(
+    "contmav-focal-dice",
+    "owsbench.methods.contmav:ContMAVFocalDice",
+    "ContMAV with focal + Dice semantic losses (smp FocalLoss, DiceLoss)",
+)
+METHODS.register(
+    "dual-head",
+    "owsbench.methods.dual_head:DualHead",
+    "semantic + binary anomaly head trained with outlier-exposure pastes; sigmoid score (trained)",
+)
 
 SEGMENTERS = Registry("segmenter")
 SEGMENTERS.register(

@@ -57,22 +57,26 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from owsbench.datasets.base import VOID, Split
+from owsbench.datasets.base import VOID, Frame, Split
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, Method, Prediction, image_batch
 from owsbench.methods.nn.contmav_losses import (
+    SEMANTIC_LOSSES,
     ClassStats,
     MAVAccumulator,
+    SemanticLoss,
+    UnknownScore,
     contrastive_loss,
     feature_loss,
     objectosphere_loss,
-    semantic_ce,
     unknown_score,
 )
 from owsbench.methods.nn.contmav_model import ContMAVNet
+from owsbench.methods.nn.outlier_exposure import OUTLIER, split_outlier_labels
 from owsbench.methods.nn.training import TrainLog, augment, frame_order, one_cycle_lr
 
 SCORES = ("unknown", "semantic", "contrastive")
+GAUSSIANS = ("official", "per-dim")
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,10 @@ class ContMAVConfig:
     hflip: bool = True
     color_jitter: float = 0.25  # official: RandomHSV
     # losses (official weights and constants)
+    semantic_loss: str = "ce"  # "ce" (paper) | "focal" | "focal-dice" (contmav-focal*)
+    focal_gamma: float = 2.0  # smp FocalLoss gamma (Lin et al.: 2)
+    focal_alpha: float | None = None  # smp FocalLoss alpha (None = unweighted)
+    dice_weight: float = 1.0  # L_sem = focal + dice_weight * dice for "focal-dice"
     w_sem: float = 0.9
     w_obj: float = 0.5
     w_feat: float = 0.1
@@ -109,12 +117,18 @@ class ContMAVConfig:
     var_floor: float = 0.1  # lower bound on a MAV variance where it divides (deviation)
     # inference
     radius: float = 1.0  # r of s_cont = relu(1 - ||f|| / r)
+    gaussian: str = "official"  # "official" g_c | "per-dim" g_c^(1/D) (see unknown_score)
     score: str = "unknown"  # anomaly map: "unknown" | "semantic" | "contrastive"
     threshold: float = 0.6  # official binary unknown threshold delta (recorded, unused)
 
 
 class ContMAV(Method):
-    """ContMAV: semantic + contrastive decoders, class-mean (MAV) Gaussian and norm scores."""
+    """ContMAV: semantic + contrastive decoders, class-mean (MAV) Gaussian and norm scores.
+
+    Subclasses extend training through three hooks: ``training_batch`` (what a batch holds, e.g.
+    outlier-exposure pastes), ``step_losses`` (extra loss terms on extra outputs) and
+    ``after_fit`` (later training phases, choices on validation data).
+    """
 
     name: ClassVar[str] = "contmav"
     Config: ClassVar[type] = ContMAVConfig
@@ -123,12 +137,23 @@ class ContMAV(Method):
         "ContMAV (CVPR 2024): two-decoder network trained with objectosphere, MAV feature and "
         "contrastive losses; anomaly = (contrastive-norm + Gaussian-MAV) unknown score"
     )
+    inference_fields: ClassVar[tuple[str, ...]] = ("radius", "score", "gaussian", "threshold")
 
     def __init__(self, config: ContMAVConfig | None = None) -> None:
         super().__init__(config)
         cfg: ContMAVConfig = self.config
-        if cfg.score not in SCORES:
-            raise BadInput(f"contmav: score must be one of {', '.join(SCORES)}, got {cfg.score!r}")
+        for field, value, valid in (
+            ("score", cfg.score, SCORES),
+            ("gaussian", cfg.gaussian, GAUSSIANS),
+            ("semantic_loss", cfg.semantic_loss, SEMANTIC_LOSSES),
+        ):
+            if value not in valid:
+                raise BadInput(
+                    f"{self.name}: {field} must be one of {', '.join(valid)}, got {value!r}"
+                )
+        self.semantic_loss = SemanticLoss(
+            cfg.semantic_loss, cfg.focal_gamma, cfg.focal_alpha, cfg.dice_weight
+        )
         self.model = self._build()
         self.stats = ClassStats.empty(cfg.num_classes)
         self.train_log = TrainLog(loss=[], lr=[])
@@ -156,7 +181,7 @@ class ContMAV(Method):
         """The weighted loss terms of one batch and their sum (``"total"``); ``stats`` are the
         previous epoch's MAVs (None during the first epoch: ``L_f = L_con = 0``)."""
         cfg: ContMAVConfig = self.config
-        terms = {"sem": cfg.w_sem * semantic_ce(logits, labels)}
+        terms = {"sem": cfg.w_sem * self.semantic_loss(logits, labels)}
         if cfg.use_objectosphere:
             terms["obj"] = cfg.w_obj * objectosphere_loss(emb, labels, cfg.xi, cfg.unknown_weight)
         if stats is not None and bool(stats.valid.any()):
@@ -168,10 +193,34 @@ class ContMAV(Method):
         terms["total"] = sum(terms.values())
         return terms
 
+    # -- training hooks ---------------------------------------------------------------------
+    def training_batch(
+        self, frames: list[Frame], ctx: FitContext, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``(B, 3, H, W)`` and one label map ``(B, H, W)`` of a training batch, before
+        augmentation (``OUTLIER`` marks pasted pixels in subclasses that paste)."""
+        images = image_batch([f.image for f in frames])
+        labels = torch.from_numpy(np.stack([f.semantic for f in frames])).long()
+        return images, labels
+
+    def step_losses(
+        self,
+        outputs: tuple[torch.Tensor, ...],
+        semantic: torch.Tensor,
+        anomaly: torch.Tensor,
+        stats: ClassStats | None,
+    ) -> dict[str, torch.Tensor]:
+        """The loss terms of one step from the network's outputs ``(z, f, ...)``, the semantic
+        target and the anomaly target (1 on pastes, 0 known, 255 ignored)."""
+        return self.losses(outputs[0], outputs[1], semantic, stats)
+
+    def after_fit(self, train: Split, ctx: FitContext) -> None:  # noqa: B027 - optional hook
+        """Runs once the main training and the final MAVs are done."""
+
     def fit(self, train: Split, ctx: FitContext) -> None:
         cfg: ContMAVConfig = self.config
         if len(train) == 0:
-            raise BadInput("contmav: empty training split")
+            raise BadInput(f"{self.name}: empty training split")
         torch.manual_seed(ctx.seed)
         self.model = self._build().to(ctx.device).train()
         rng = np.random.default_rng(ctx.seed)
@@ -185,28 +234,27 @@ class ContMAV(Method):
         self.train_log = TrainLog(loss=[], lr=[])
         order = frame_order(len(train), cfg.steps, cfg.batch_size, rng)
         bar = tqdm(
-            order, total=cfg.steps, desc="fit contmav", disable=not ctx.progress, leave=False
+            order, total=cfg.steps, desc=f"fit {self.name}", disable=not ctx.progress, leave=False
         )
         for step, indices in enumerate(bar):
             if step > 0 and step % epoch_steps == 0:
                 stats = accumulator.finalize(stats)
-            frames = [train[i] for i in indices]
-            images = image_batch([f.image for f in frames])
-            labels = torch.from_numpy(np.stack([f.semantic for f in frames])).long()
-            bad = (labels != VOID) & ((labels < 0) | (labels >= cfg.num_classes))
+            images, labels = self.training_batch([train[i] for i in indices], ctx, rng)
+            bad = (labels < 0) | ((labels >= cfg.num_classes) & (labels != VOID))
+            bad &= labels != OUTLIER
             if bad.any():
                 raise BadInput(
-                    f"contmav: label {int(labels[bad][0])} outside 0..{cfg.num_classes - 1}; "
+                    f"{self.name}: label {int(labels[bad][0])} outside 0..{cfg.num_classes - 1}; "
                     "set num_classes to the training set's class count"
                 )
             images, labels = augment(images, labels, cfg, generator)
-            images, labels = images.to(ctx.device), labels.to(ctx.device)
+            semantic, anomaly = split_outlier_labels(labels.to(ctx.device))
             lr = one_cycle_lr(step, cfg.steps, cfg.lr, cfg.warmup_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            logits, emb = self.model(images)
-            accumulator.update(logits, labels)
-            terms = self.losses(logits, emb, labels, stats)
+            outputs = self.model(images.to(ctx.device))
+            accumulator.update(outputs[0], semantic)
+            terms = self.step_losses(outputs, semantic, anomaly, stats)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
@@ -215,6 +263,16 @@ class ContMAV(Method):
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})
         self.stats = accumulator.finalize(stats)
         self.model.eval()
+        self.after_fit(train, ctx)
+
+    def scores(self, logits: torch.Tensor, emb: torch.Tensor) -> UnknownScore:
+        """The unknown score and its parts from the network's ``(z, f)``."""
+        cfg: ContMAVConfig = self.config
+        means, variances, _ = self._floored(self.stats)
+        stats = ClassStats(means, variances, self.stats.counts)
+        return unknown_score(
+            logits, emb, stats, cfg.radius, per_dimension=cfg.gaussian == "per-dim"
+        )
 
     def predict(self, images: torch.Tensor) -> Prediction:
         cfg: ContMAVConfig = self.config
@@ -223,10 +281,8 @@ class ContMAV(Method):
             self.model.to(images.device)
         self.model.eval()
         with torch.inference_mode():
-            logits, emb = self.model(images)
-            means, variances, _ = self._floored(self.stats)
-            stats = ClassStats(means, variances, self.stats.counts)
-            score = unknown_score(logits, emb, stats, cfg.radius)
+            logits, emb = self.model(images)[:2]
+            score = self.scores(logits, emb)
         anomaly = {
             "unknown": score.unknown,
             "semantic": score.semantic,
@@ -266,3 +322,30 @@ class ContMAV(Method):
             state["mav_variances"].float(),
             state["mav_counts"].float(),
         )
+
+
+@dataclass(frozen=True)
+class ContMAVFocalConfig(ContMAVConfig):
+    semantic_loss: str = "focal"
+
+
+@dataclass(frozen=True)
+class ContMAVFocalDiceConfig(ContMAVConfig):
+    semantic_loss: str = "focal-dice"
+
+
+class ContMAVFocal(ContMAV):
+    """ContMAV with the semantic cross-entropy replaced by smp's focal loss (see
+    ``SemanticLoss``; gamma 2, no alpha)."""
+
+    name: ClassVar[str] = "contmav-focal"
+    Config: ClassVar[type] = ContMAVFocalConfig
+    summary: ClassVar[str] = "ContMAV with a focal semantic loss (smp FocalLoss)"
+
+
+class ContMAVFocalDice(ContMAV):
+    """ContMAV with the semantic cross-entropy replaced by smp's focal + Dice losses."""
+
+    name: ClassVar[str] = "contmav-focal-dice"
+    Config: ClassVar[type] = ContMAVFocalDiceConfig
+    summary: ClassVar[str] = "ContMAV with focal + Dice semantic losses (smp)"

@@ -205,7 +205,7 @@ def test_fit_reduces_loss_and_state_round_trip(frames, one_thread):
     before = batch_loss(ContMAV(config))  # fit re-initialises with torch.manual_seed(ctx.seed)
     method = ContMAV(config)
     method.fit(split, _ctx(0))
-    assert len(method.log.loss) == 8
+    assert len(method.train_log.loss) == 8
     assert method.stats.valid.any()  # MAVs were collected from true positives
     after = batch_loss(method)
     assert after < before

@@ -9,7 +9,8 @@ Notation: ``z`` semantic logits ``(B, K, H, W)``, ``f`` contrastive embedding ``
 and ``var`` ``(K, D)`` are the class means / per-dimension variances of ``z`` over true-positive
 pixels of the previous epoch; ``valid`` ``(K,)`` marks classes that have them.
 
-- ``semantic_ce``: ``mean_{p known} CE(z_p, y_p)`` (class weights off, the official default).
+- ``semantic_ce``: ``mean_{p known} CE(z_p, y_p)`` (class weights off, the official default);
+  ``SemanticLoss`` swaps it for focal or focal + dice (the ``contmav-focal*`` variants).
 - ``objectosphere_loss``: ``w_u mean_{p void} ||f_p||^2 + mean_{p known} relu(xi - ||f_p||^2)``,
   ``w_u = 10``, ``xi = 1``.
 - ``feature_loss``:
@@ -22,7 +23,9 @@ pixels of the previous epoch; ``valid`` ``(K,)`` marks classes that have them.
   ``var = (S2 - S1^2/n)/n`` (population, diagonal).
 - ``unknown_score``: ``s_cont = relu(1 - ||f||/r)``,
   ``g_c = exp(-1/2 sum_d (z_d - mu_cd)^2 / (var_cd + eps))``, ``s_sem = 1 - max_c g_c``,
-  ``s_unk = (s_cont + s_sem)/2``; most similar known class ``argmax_c g_c``.
+  ``s_unk = (s_cont + s_sem)/2``; most similar known class ``argmax_c g_c``. With
+  ``per_dimension=True`` (a deviation, see ``unknown_score``) ``g_c`` is replaced by
+  ``g_c^(1/D)``.
 
 Fixed bugs of the official code: ``OWLoss.forward`` iterates ``gt_labels[:-1]``, dropping a real
 class whenever the batch has no void pixel (here: void is removed explicitly); the contrastive
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 
 VOID = 255
 EPS = 1e-8  # the official constant added to the variances
@@ -54,6 +58,44 @@ def semantic_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if not (labels != VOID).any():
         return _zero(logits)
     return F.cross_entropy(logits, labels, ignore_index=VOID)
+
+
+SEMANTIC_LOSSES = ("ce", "focal", "focal-dice")
+
+
+class SemanticLoss:
+    """The semantic-decoder loss: ``ce`` (the paper), ``focal`` or ``focal + w_dice dice``.
+
+    Focal and Dice are segmentation-models-pytorch's classes (``>= 0.6``), used as installed:
+    ``FocalLoss("multiclass")`` is the one-vs-rest *sigmoid* focal loss
+    ``mean_c mean_p -a_t (1 - p_t)^gamma log p_t`` with ``p = sigmoid(z_c)`` and target
+    ``[y = c]`` (averaged over classes since smp 0.6; 0.5 summed them), and
+    ``DiceLoss("multiclass")`` the softmax soft Dice ``1 - mean_c (2 sum p g) / (sum p + sum g)``
+    over the whole batch, classes absent from the batch counting 0. Void (255) is ignored by all
+    three; a batch without known pixels gives 0.
+    """
+
+    def __init__(
+        self,
+        kind: str = "ce",
+        gamma: float = 2.0,
+        alpha: float | None = None,
+        dice_weight: float = 1.0,
+    ) -> None:
+        if kind not in SEMANTIC_LOSSES:
+            raise ValueError(f"semantic loss must be one of {SEMANTIC_LOSSES}, got {kind!r}")
+        self.kind = kind
+        self.dice_weight = dice_weight
+        self.focal = FocalLoss("multiclass", alpha=alpha, gamma=gamma, ignore_index=VOID)
+        self.dice = DiceLoss("multiclass", from_logits=True, ignore_index=VOID)
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.kind == "ce" or not (labels != VOID).any():
+            return semantic_ce(logits, labels)
+        loss = self.focal(logits, labels)
+        if self.kind == "focal-dice":
+            loss = loss + self.dice_weight * self.dice(logits, labels)
+        return loss
 
 
 def objectosphere_loss(
@@ -233,15 +275,25 @@ def unknown_score(
     stats: ClassStats,
     radius: float = 1.0,
     eps: float = EPS,
+    per_dimension: bool = False,
 ) -> UnknownScore:
     """ContMAV's unknown score ``(s_cont + s_sem)/2`` and the most similar known class.
 
     The most similar class is the argmax of ``log g_c`` (identical to argmax ``g_c`` except that
     it still ranks classes where every ``g_c`` underflows to 0).
+
+    ``per_dimension``: use the geometric mean over the ``D`` logit dimensions,
+    ``g_c^(1/D) = exp(-1/(2D) sum_d ...)``. The official unnormalised ``D``-dimensional
+    Gaussian saturates: a pixel drawn from its own class has ``E[sum_d ...] = D``, so
+    ``g_c ~ exp(-D/2)`` (``~7e-5`` for ``D = 19``) and ``s_sem`` is ~1 everywhere, exactly 1.0
+    in float32 once ``sum_d ... > ~33``; the score then barely ranks pixels and the sum with
+    ``s_cont`` is dominated by ``s_cont``. The root keeps the argmax and the ``[0, 1]`` range.
     """
     s_cont = contrastive_score(emb, radius)
     log_g = gaussian_log_similarity(logits, stats.means, stats.variances, stats.valid, eps)
     best, similar = log_g.max(dim=1)
+    if per_dimension:
+        best = best / logits.shape[1]
     similarity = best.exp()
     s_sem = 1.0 - similarity
     return UnknownScore((s_cont + s_sem) / 2, s_cont, s_sem, similar, similarity)

@@ -1,0 +1,281 @@
+"""Dual-head: one encoder-decoder with a semantic head and a binary anomaly head, trained
+jointly with outlier exposure.
+
+Source: there is no single official implementation. This is the standard outlier-exposure (OE)
+dual-head design: a closed-set segmenter with an extra per-pixel anomaly branch trained with a
+binary cross-entropy against pasted outliers, as in the "dual-head" / anomaly-branch baselines
+(``reference/methods.md`` section 7: a per-pixel anomaly logit trained with
+``BCEWithLogits(logit, y, pos_weight=10)``, void masked, score ``sigmoid(logit)``), with the
+outlier exposure of Hendrycks, Mazeika and Dietterich, "Deep Anomaly Detection with Outlier
+Exposure" (ICLR 2019) applied to segmentation by pasting outlier objects into training frames as
+in Chan, Rottmann and Gottschalk, "Entropy Maximization and Meta Classification for
+Out-of-Distribution Detection in Semantic Segmentation" (ICCV 2021).
+
+Network: the shared closed-set segmenter (:class:`~owsbench.methods.nn.smp_segmenter.SmpSegmenter`,
+DeepLabV3+ with a ResNet-18 encoder, ``encoder_weights=None``) whose decoder output (the
+ASPP-fused stride-4 features, ``features["decoder"]``) feeds both its semantic head (1x1 conv to
+``K`` logits ``z``) and a second head: ``3x3 conv (C -> anomaly_head_channels) + BN + ReLU``,
+then smp's ``SegmentationHead`` (1x1 conv to one logit ``a``, upsampled like the semantic head).
+``anomaly_head_channels = 0`` makes the anomaly head a plain 1x1 ``SegmentationHead`` (linear).
+
+Training (``fit``): each step draws a batch of the *training* split (``frame_order``), pastes
+outlier-exposure cut-outs (``FitContext.outlier_source``) into it with probability
+``paste_probability`` (1..``paste_max_objects`` objects, ``outlier_batch``), augments images and
+the combined label map together (``augment``) and splits the labels (``split_outlier_labels``)
+into the semantic target ``y`` (pastes void) and the anomaly target ``t`` (paste 1, known 0,
+void 255). The loss is
+
+    L = CE(z, y; void ignored) + anomaly_weight * BCE_pw(a, t; void masked)
+
+    BCE_pw(a, t) = mean over pixels with t != 255 of
+                   -[pos_weight * t * log sigmoid(a) + (1 - t) * log(1 - sigmoid(a))]
+
+with AdamW and the shared one-cycle schedule (``one_cycle_lr``). Inference: ``semantic =
+argmax z``, ``anomaly = sigmoid(a)`` (higher = more anomalous), ``logits = z``.
+
+Deviations / choices (no official code to follow): the anomaly head sits on the decoder
+features (not on softmax statistics as in section 7's heads) and is trained jointly with the
+segmenter from scratch (section 7 freezes a trained segmenter and trains the head alone);
+``pos_weight = 10`` and the masked mean follow section 7's hybrid head; both losses are plain
+means over their valid pixels (an all-void batch contributes 0); the pastes use owsbench's
+shared ground placement and synthstreets' outlier families (disjoint from the test anomalies),
+not COCO objects; random init instead of ImageNet weights (offline, CPU budget).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from segmentation_models_pytorch.base.modules import Conv2dReLU
+from torch import nn
+from tqdm.auto import tqdm
+
+from owsbench.datasets.base import VOID, Split
+from owsbench.errors import BadInput
+from owsbench.methods.base import FitContext, Method, Prediction
+from owsbench.methods.nn.outlier_exposure import (
+    OUTLIER,
+    PasteConfig,
+    outlier_batch,
+    require_source,
+    split_outlier_labels,
+)
+from owsbench.methods.nn.smp_segmenter import SegmenterConfig, SmpSegmenter
+from owsbench.methods.nn.training import TrainLog, augment, frame_order, one_cycle_lr
+
+
+@dataclass(frozen=True)
+class DualHeadConfig:
+    """Architecture, outlier exposure, losses and training recipe (hashed into the fit key)."""
+
+    num_classes: int = 19  # known classes of the training set (Cityscapes trainIds: 19)
+    arch: str = "deeplabv3plus"
+    encoder: str = "resnet18"
+    weights_path: str | None = None  # local state_dict of the segmenter; never downloaded
+    anomaly_head_channels: int = 64  # hidden width of the anomaly head; 0 = linear 1x1 head
+    input_scale: float = 1.0  # images are resized by this factor before the network
+    # training (names as SegmenterConfig's, so presets size them)
+    steps: int = 600
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.1
+    crop: tuple[int, int] | None = None  # (h, w); None = the frame size
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    hflip: bool = True
+    color_jitter: float = 0.25
+    # outlier exposure (PasteConfig, flattened)
+    paste_probability: float = 0.5  # chance that a training frame receives pastes
+    paste_max_objects: int = 2  # 1..paste_max_objects objects per pasted frame
+    paste_size_range: tuple[float, float] = (0.3, 0.9)  # object height in camera heights
+    # losses
+    anomaly_weight: float = 1.0  # w_anom
+    pos_weight: float = 10.0  # BCE weight of anomaly pixels (section 7: 10)
+
+    def segmenter_config(self) -> SegmenterConfig:
+        return SegmenterConfig(
+            arch=self.arch,
+            encoder=self.encoder,
+            weights_path=self.weights_path,
+            input_scale=self.input_scale,
+        )
+
+    def paste_config(self) -> PasteConfig:
+        return PasteConfig(
+            probability=self.paste_probability,
+            max_objects=self.paste_max_objects,
+            size_range=tuple(self.paste_size_range),
+        )
+
+
+class DualHeadNet(nn.Module):
+    """An ``SmpSegmenter`` plus an anomaly head on its decoder output.
+
+    ``forward`` returns ``(logits (B, K, h, w), anomaly_logit (B, 1, h, w))`` at the (scaled)
+    input size.
+    """
+
+    def __init__(self, config: DualHeadConfig) -> None:
+        super().__init__()
+        self.segmenter = SmpSegmenter(config.segmenter_config(), config.num_classes)
+        semantic_head = self.segmenter.model.segmentation_head
+        conv, upsample = semantic_head[0], semantic_head[1]
+        scale = int(upsample.scale_factor) if isinstance(upsample, nn.Upsample) else 1
+        hidden = config.anomaly_head_channels
+        if hidden > 0:
+            self.anomaly_head = nn.Sequential(
+                Conv2dReLU(conv.in_channels, hidden, kernel_size=3, padding=1),
+                smp.base.SegmentationHead(hidden, 1, kernel_size=1, upsampling=scale),
+            )
+        else:
+            self.anomaly_head = smp.base.SegmentationHead(
+                conv.in_channels, 1, kernel_size=1, upsampling=scale
+            )
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.segmenter(images)
+        height, width = out.logits.shape[-2:]
+        anomaly = self.anomaly_head(out.features["decoder"])[..., :height, :width]
+        return out.logits, anomaly
+
+
+def anomaly_bce(logit: torch.Tensor, target: torch.Tensor, pos_weight: float) -> torch.Tensor:
+    """``BCEWithLogits`` with ``pos_weight`` averaged over pixels whose target is 0 or 1 (255 =
+    void, masked out); 0 (still differentiable) when no pixel is valid. ``logit`` is
+    ``(B, 1, H, W)`` or ``(B, H, W)``, ``target`` ``(B, H, W)``."""
+    logit = logit.reshape(target.shape)
+    valid = target != VOID
+    if not valid.any():
+        return logit.sum() * 0.0
+    weight = torch.tensor(pos_weight, dtype=logit.dtype, device=logit.device)
+    return F.binary_cross_entropy_with_logits(
+        logit[valid], target[valid].to(logit.dtype), pos_weight=weight
+    )
+
+
+def semantic_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over known pixels (void ignored); 0 when the batch has none."""
+    if not (target != VOID).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, target, ignore_index=VOID)
+
+
+class DualHead(Method):
+    """Segmenter with a jointly trained binary anomaly head (outlier exposure); sigmoid score."""
+
+    name: ClassVar[str] = "dual-head"
+    Config: ClassVar[type] = DualHeadConfig
+    kind: ClassVar[str] = "trained"
+    summary: ClassVar[str] = (
+        "DeepLabV3+ with a semantic head and a binary anomaly head trained jointly on "
+        "outlier-exposure pastes (CE + weighted BCE); anomaly = sigmoid(anomaly logit)"
+    )
+
+    def __init__(self, config: DualHeadConfig | None = None) -> None:
+        super().__init__(config)
+        cfg: DualHeadConfig = self.config
+        if cfg.anomaly_head_channels < 0 or cfg.pos_weight <= 0 or cfg.anomaly_weight < 0:
+            raise BadInput(
+                "dual-head: anomaly_head_channels and anomaly_weight must be >= 0 and "
+                "pos_weight > 0"
+            )
+        if not 1 <= cfg.num_classes < OUTLIER:
+            raise BadInput(f"dual-head: num_classes must be 1..{OUTLIER - 1}")
+        self.model = DualHeadNet(cfg).eval()
+        self.train_log = TrainLog(loss=[], lr=[])
+        self.loss_terms: dict[str, list[float]] = {"sem": [], "anom": []}
+
+    def losses(
+        self, logits: torch.Tensor, anomaly_logit: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The loss terms of one batch from its combined label map (known ids, 255 void,
+        ``OUTLIER`` on pastes): ``sem``, ``anom`` (unweighted) and ``total``."""
+        semantic, anomaly = split_outlier_labels(labels)
+        terms = {
+            "sem": semantic_ce(logits, semantic),
+            "anom": anomaly_bce(anomaly_logit, anomaly, self.config.pos_weight),
+        }
+        terms["total"] = terms["sem"] + self.config.anomaly_weight * terms["anom"]
+        return terms
+
+    def fit(self, train: Split, ctx: FitContext) -> None:
+        cfg: DualHeadConfig = self.config
+        source = require_source("dual-head", ctx.outlier_source)
+        if len(train) == 0:
+            raise BadInput("dual-head: empty training split")
+        torch.manual_seed(ctx.seed)
+        self.model = DualHeadNet(cfg).to(ctx.device).train()
+        order_rng = np.random.default_rng(ctx.seed)
+        paste_rng = np.random.default_rng([ctx.seed, 1])
+        generator = torch.Generator().manual_seed(ctx.seed)
+        paste = cfg.paste_config()
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.train_log = TrainLog(loss=[], lr=[])
+        self.loss_terms = {"sem": [], "anom": []}
+        order = frame_order(len(train), cfg.steps, cfg.batch_size, order_rng)
+        bar = tqdm(
+            order, total=cfg.steps, desc="fit dual-head", disable=not ctx.progress, leave=False
+        )
+        for step, indices in enumerate(bar):
+            frames = [train[i] for i in indices]
+            images, labels = outlier_batch(frames, source, paste_rng, paste)
+            bad = (labels < 0) | ((labels >= cfg.num_classes) & (labels != OUTLIER))
+            bad &= labels != VOID
+            if bad.any():
+                raise BadInput(
+                    f"dual-head: label {int(labels[bad][0])} outside 0..{cfg.num_classes - 1}; "
+                    "set num_classes to the training set's class count"
+                )
+            images, labels = augment(images, labels, cfg, generator)
+            images, labels = images.to(ctx.device), labels.to(ctx.device)
+            lr = one_cycle_lr(step, cfg.steps, cfg.lr, cfg.warmup_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits, anomaly_logit = self.model(images)
+            if logits.shape[-2:] != labels.shape[-2:]:  # input_scale != 1
+                labels = F.interpolate(labels[:, None].float(), logits.shape[-2:], mode="nearest")
+                labels = labels[:, 0].long()
+            terms = self.losses(logits, anomaly_logit, labels)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            self.train_log.loss.append(terms["total"].item())
+            self.train_log.lr.append(lr)
+            for key in self.loss_terms:
+                self.loss_terms[key].append(terms[key].item())
+            bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})
+        self.model.eval()
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        if next(self.model.parameters()).device != images.device:
+            self.model.to(images.device)
+        self.model.eval()
+        with torch.inference_mode():
+            logits, anomaly_logit = self.model(images)
+        return Prediction(
+            semantic=logits.argmax(dim=1),
+            anomaly=torch.sigmoid(anomaly_logit[:, 0]),
+            logits=logits,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "num_classes": self.config.num_classes,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("num_classes", self.config.num_classes) != self.config.num_classes:
+            raise BadInput(
+                f"dual-head: state has {state['num_classes']} classes, config "
+                f"{self.config.num_classes}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.model.eval()
