@@ -82,9 +82,19 @@ def list_cmd(what: str) -> None:
     "--methods", "-m", help="Comma-separated method ids; NAME@SEGMENTER picks the segmenter."
 )
 @click.option("--datasets", "-d", help="Comma-separated dataset ids.")
-@click.option("--preset", default=None, help="quick | default (sizes of data, training, eval).")
+@click.option(
+    "--preset",
+    default=None,
+    help="quick | default (CPU-sized data, training, eval) | paper (GPU-scale recipes, real data).",
+)
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML run config.")
 @click.option("--seeds", default=None, help="Comma-separated seeds, e.g. 0,1,2 (default 0).")
+@click.option(
+    "--splits",
+    default=None,
+    help="Evaluate these splits instead of each dataset's default ones, e.g. val for model "
+    "selection (`owsbench data info ID` lists them).",
+)
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
@@ -116,6 +126,7 @@ def run(
     preset: str | None,
     config_file: Path | None,
     seeds: str | None,
+    splits: str | None,
     device: str,
     data_root: Path | None,
     out: Path,
@@ -143,6 +154,7 @@ def run(
         methods=split_ids(method_ids, "methods"),
         datasets=split_ids(dataset_ids, "datasets"),
         seeds=parse_seeds(seeds if seeds is not None else file.get("seeds", "0")),
+        splits=_splits(splits, file),
         preset=get_preset(preset or file.get("preset", "default")),
         device=device,
         data_root=_data_root(data_root),
@@ -176,6 +188,14 @@ def run(
     write_leaderboard(rows, out)
     click.echo(markdown(rows))
     click.echo(f"results: {out / 'results.jsonl'}  leaderboard: {out / 'leaderboard.md'}")
+
+
+def _splits(option: str | None, file: dict) -> list[str] | None:
+    """``--splits`` (or the config file's ``splits``), None for the datasets' defaults."""
+    from owsbench.config import split_ids
+
+    value = option or file.get("splits")
+    return split_ids(value, "splits") if value else None
 
 
 @cli.group()

@@ -99,6 +99,10 @@ class Runner:
                 raise BadInput(f"{spec.name} is a trained method with its own model; drop '@...'")
         for dataset_id in config.datasets:
             DATASETS.entry(dataset_id)
+            for split in config.splits or ():
+                if split not in DATASETS.get(dataset_id).splits:
+                    valid = ", ".join(DATASETS.get(dataset_id).splits)
+                    raise BadInput(f"{dataset_id} has no split {split!r}; valid: {valid}")
         self.device = resolve_device(config.device)
         self.fits = FitCache(config.cache_dir)
         self.store = ResultsStore(config.out)
@@ -122,6 +126,10 @@ class Runner:
         self._datasets[dataset_id] = dataset
         return dataset
 
+    def eval_splits(self, dataset: Dataset) -> tuple[str, ...]:
+        """``--splits`` when given, else the dataset's default evaluation splits."""
+        return tuple(self.config.splits or dataset.eval_splits)
+
     # -- fitting ----------------------------------------------------------------------------
     def segmenter_config(self, segmenter_id: str) -> Any:
         cls = SEGMENTERS.get(segmenter_id)
@@ -132,12 +140,15 @@ class Runner:
         return METHODS.get(spec.name).kind != "posthoc"
 
     def method_config(self, spec: MethodSpec) -> Any:
-        """Defaults, then (trained methods) the preset's training sizes, then the config file."""
+        """Defaults, then (trained methods) the preset's training sizes, then the preset's values
+        for this method, then the config file."""
         config = METHODS.get(spec.name).Config()
+        preset = self.config.preset
         if self.is_trained(spec):
             fields = {f.name for f in dataclasses.fields(config)}
-            sizes = {k: v for k, v in self.config.preset.segmenter.items() if k in fields}
+            sizes = {k: v for k, v in preset.segmenter.items() if k in fields}
             config = apply_overrides(config, sizes, spec.name)
+        config = apply_overrides(config, preset.methods.get(spec.name, {}), spec.name)
         return apply_overrides(config, self.config.method_overrides.get(spec.name, {}), spec.name)
 
     def fit_segmenter(self, segmenter_id: str, train: Dataset, seed: int) -> tuple[Any, Fit]:
@@ -275,6 +286,8 @@ class Runner:
         elif result.anomaly.num_positives + result.anomaly.num_negatives > 0:
             metrics.update(result.anomaly.compute(fpr_rule=self.config.fpr_rule))
         metrics.update(components)
+        if result.discovery is not None:  # novel-class discovery (owsbench.metrics.discovery)
+            metrics.update(result.discovery.compute())
         if result.semantic is not None:
             semantic = result.semantic.compute()
             metrics["mIoU"] = semantic["mIoU"]
@@ -355,7 +368,7 @@ class Runner:
                     keys = [
                         self.pending_key(spec, dataset, split, seed)
                         for spec in specs
-                        for split in dataset.eval_splits
+                        for split in self.eval_splits(dataset)
                     ]
                     wanted.extend(keys)
                     if all(self.store.has(k) for k in keys):
@@ -397,7 +410,7 @@ class Runner:
         fits: dict[str, list[Fit | None]],
     ) -> None:
         """Stream every eval split through ``group``; write one row per method and split."""
-        for split in dataset.eval_splits:
+        for split in self.eval_splits(dataset):
             frames = dataset.split(split)
             collector = SampleCollector()
             maps_root = self.config.out / "scores" / f"seed{seed}"

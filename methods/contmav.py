@@ -72,6 +72,7 @@ from owsbench.methods.nn.contmav_losses import (
     unknown_score,
 )
 from owsbench.methods.nn.contmav_model import ContMAVNet
+from owsbench.methods.nn.discovery import NovelClassDiscovery
 from owsbench.methods.nn.outlier_exposure import OUTLIER, split_outlier_labels
 from owsbench.methods.nn.training import TrainLog, augment, frame_order, one_cycle_lr
 
@@ -89,7 +90,8 @@ class ContMAVConfig:
     decoder_blocks: int = 1  # NonBottleneck1D blocks per decoder module; official 3
     context_bins: tuple[int, ...] = (1, 2, 4, 8)  # appm-1-2-4-8
     # training
-    steps: int = 600  # total optimisation steps; official 500 epochs
+    steps: int = 600  # total optimisation steps (ignored when epochs is set)
+    epochs: int | None = None  # official 500 (paper preset): steps = epochs * ceil(N / batch)
     epoch_steps: int | None = None  # steps per MAV epoch; None = one pass over the split
     batch_size: int = 8  # official 8
     lr: float = 1e-3  # peak lr; brief 0.004, official default 1e-4 (see module docstring)
@@ -120,6 +122,11 @@ class ContMAVConfig:
     gaussian: str = "official"  # "official" g_c | "per-dim" g_c^(1/D) (see unknown_score)
     score: str = "unknown"  # anomaly map: "unknown" | "semantic" | "contrastive"
     threshold: float = 0.6  # official binary unknown threshold delta (recorded, unused)
+    # novel-class discovery (test_ow, owsbench.methods.nn.discovery): extras["novel_class"]
+    discovery: bool = False
+    discovery_threshold: float = 0.6  # delta: pixels with s_unk > delta are grouped
+    discovery_distance: float = 0.5  # official: matching radius and clustering threshold
+    discovery_max_pixels: int = 2000  # unknown pixels clustered per image (deviation)
 
 
 class ContMAV(Method):
@@ -137,7 +144,16 @@ class ContMAV(Method):
         "ContMAV (CVPR 2024): two-decoder network trained with objectosphere, MAV feature and "
         "contrastive losses; anomaly = (contrastive-norm + Gaussian-MAV) unknown score"
     )
-    inference_fields: ClassVar[tuple[str, ...]] = ("radius", "score", "gaussian", "threshold")
+    inference_fields: ClassVar[tuple[str, ...]] = (
+        "radius",
+        "score",
+        "gaussian",
+        "threshold",
+        "discovery",
+        "discovery_threshold",
+        "discovery_distance",
+        "discovery_max_pixels",
+    )
 
     def __init__(self, config: ContMAVConfig | None = None) -> None:
         super().__init__(config)
@@ -157,6 +173,15 @@ class ContMAV(Method):
         self.model = self._build()
         self.stats = ClassStats.empty(cfg.num_classes)
         self.train_log = TrainLog(loss=[], lr=[])
+        # novel-class discovery state: persists across predict calls, reset by start_split
+        self.discovery: NovelClassDiscovery | None = None
+        if cfg.discovery:
+            try:
+                self.discovery = NovelClassDiscovery(
+                    cfg.discovery_distance, cfg.discovery_max_pixels
+                )
+            except ValueError as err:
+                raise BadInput(f"{self.name}: {err}") from None
 
     def _build(self) -> ContMAVNet:
         cfg: ContMAVConfig = self.config
@@ -229,12 +254,13 @@ class ContMAV(Method):
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         epoch_steps = cfg.epoch_steps or math.ceil(len(train) / cfg.batch_size)
+        total = cfg.steps if cfg.epochs is None else cfg.epochs * epoch_steps
         accumulator = MAVAccumulator(cfg.num_classes)
         stats: ClassStats | None = None
         self.train_log = TrainLog(loss=[], lr=[])
-        order = frame_order(len(train), cfg.steps, cfg.batch_size, rng)
+        order = frame_order(len(train), total, cfg.batch_size, rng)
         bar = tqdm(
-            order, total=cfg.steps, desc=f"fit {self.name}", disable=not ctx.progress, leave=False
+            order, total=total, desc=f"fit {self.name}", disable=not ctx.progress, leave=False
         )
         for step, indices in enumerate(bar):
             if step > 0 and step % epoch_steps == 0:
@@ -249,7 +275,7 @@ class ContMAV(Method):
                 )
             images, labels = augment(images, labels, cfg, generator)
             semantic, anomaly = split_outlier_labels(labels.to(ctx.device))
-            lr = one_cycle_lr(step, cfg.steps, cfg.lr, cfg.warmup_fraction)
+            lr = one_cycle_lr(step, total, cfg.lr, cfg.warmup_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             outputs = self.model(images.to(ctx.device))
@@ -288,17 +314,28 @@ class ContMAV(Method):
             "semantic": score.semantic,
             "contrastive": score.contrastive,
         }[cfg.score]
+        extras = {
+            "similar_class": score.similar_class,
+            "similarity": score.similarity,
+            "s_cont": score.contrastive,
+            "s_sem": score.semantic,
+        }
+        if self.discovery is not None:
+            # per image, in order: the logits of pixels with s_unk > delta get discovered ids
+            flagged = score.unknown > cfg.discovery_threshold
+            novel = torch.full(flagged.shape, -1, dtype=torch.long, device=flagged.device)
+            vectors = logits.permute(0, 2, 3, 1)  # (B, H, W, K)
+            for b in range(len(images)):
+                ids = self.discovery.assign(vectors[b][flagged[b]].float().cpu().numpy())
+                novel[b][flagged[b]] = torch.from_numpy(ids).to(novel.device)
+            extras["novel_class"] = novel
         return Prediction(
-            semantic=logits.argmax(dim=1),
-            anomaly=anomaly,
-            logits=logits,
-            extras={
-                "similar_class": score.similar_class,
-                "similarity": score.similarity,
-                "s_cont": score.contrastive,
-                "s_sem": score.semantic,
-            },
+            semantic=logits.argmax(dim=1), anomaly=anomaly, logits=logits, extras=extras
         )
+
+    def start_split(self) -> None:
+        if self.discovery is not None:
+            self.discovery.reset()
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ import torch
 from owsbench.catalog import METHODS
 from owsbench.config import PRESETS, RunConfig
 from owsbench.datasets.base import Split
+from owsbench.datasets.objects import OUTLIER_FAMILIES
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, Method, Prediction
 from owsbench.runner import Runner
@@ -23,15 +24,20 @@ class MeanColour(Method):
 
     name: ClassVar[str] = "mean-colour"
     summary: ClassVar[str] = "nearest mean colour (test only)"
+    inference_fields: ClassVar[tuple[str, ...]] = ("gain",)
     fits: ClassVar[int] = 0
+    contexts: ClassVar[list[FitContext]] = []
 
     @dataclass(frozen=True)
     class Config:
         steps: int = 1  # receives the preset's training size
         frames: int = 8
+        gain: float = 1.0  # inference only: scales the anomaly map
 
     def fit(self, train: Split, ctx: FitContext) -> None:
         type(self).fits += 1
+        type(self).contexts.append(ctx)
+        self.fit_report = {"frames_used": min(self.config.frames, len(train))}
         sums = np.zeros((19, 3))
         counts = np.zeros(19)
         for i in range(min(self.config.frames, len(train))):
@@ -45,7 +51,7 @@ class MeanColour(Method):
         distance = torch.cdist(images.permute(0, 2, 3, 1).flatten(1, 2), self.means[None])
         distance = distance.unflatten(1, images.shape[-2:])  # (B, H, W, K)
         best, semantic = distance.min(-1)
-        return Prediction(semantic=semantic, anomaly=best)
+        return Prediction(semantic=semantic, anomaly=best * self.config.gain)
 
     def state_dict(self) -> dict[str, Any]:
         return {"means": self.means}
@@ -78,7 +84,9 @@ def test_trained_method_is_fitted_once_cached_and_evaluated(registered, tmp_path
     rows = Runner(config(tmp_path, ["mean-colour", "msp"])).run()
     by_method = {r["method"]: r for r in rows}
     trained = by_method["mean-colour"]
-    assert trained["segmenter"] is None and trained["method_config"] == {"steps": 2, "frames": 8}
+    assert trained["segmenter"] is None
+    assert trained["method_config"] == {"steps": 2, "frames": 8, "gain": 1.0}
+    assert trained["fit_report"] == {"frames_used": 8}
     assert 0 <= trained["metrics"]["AP"] <= 1 and 0 <= trained["metrics"]["mIoU"] <= 1
     assert trained["checkpoint_sha256"] != by_method["msp"]["checkpoint_sha256"]
     assert MeanColour.fits == 1
@@ -93,3 +101,47 @@ def test_trained_method_is_fitted_once_cached_and_evaluated(registered, tmp_path
 def test_trained_methods_take_no_segmenter(registered, tmp_path):
     with pytest.raises(BadInput, match="mean-colour is a trained method"):
         Runner(config(tmp_path, ["mean-colour@deeplabv3plus"]))
+
+
+def test_fit_context_has_outlier_source_and_validation_split(registered, tmp_path):
+    MeanColour.contexts = []
+    Runner(config(tmp_path, ["mean-colour"])).run()
+    (ctx,) = MeanColour.contexts
+    assert ctx.outlier_source.names == OUTLIER_FAMILIES
+    assert ctx.validation is not None and ctx.validation[0].anomaly is not None
+    assert ctx.validation[0].frame_id.startswith("val")
+
+
+def test_inference_fields_reuse_the_fit(registered, tmp_path):
+    MeanColour.fits = 0
+    (first,) = Runner(config(tmp_path, ["mean-colour"])).run()
+    doubled = config(tmp_path, ["mean-colour"])
+    doubled.method_overrides = {"mean-colour": {"gain": 2.0}}
+    (second,) = Runner(doubled).run()
+    assert MeanColour.fits == 1 and second["fit_cached"]
+    assert second["config_hash"] != first["config_hash"]  # a different row, same checkpoint
+    assert second["checkpoint_sha256"] == first["checkpoint_sha256"]
+    frames = config(tmp_path, ["mean-colour"])
+    frames.method_overrides = {"mean-colour": {"frames": 3}}
+    Runner(frames).run()
+    assert MeanColour.fits == 2  # a training field is part of the fit's key
+
+
+def test_preset_method_values_then_config_file(registered, tmp_path):
+    run = config(tmp_path, ["mean-colour"])
+    run.preset = dataclasses.replace(run.preset, methods={"mean-colour": {"frames": 3}})
+    runner = Runner(run)
+    spec = runner.specs[0]
+    assert runner.method_config(spec).frames == 3
+    run.method_overrides = {"mean-colour": {"frames": 5}}
+    assert Runner(run).method_config(spec).frames == 5
+
+
+def test_splits_option_evaluates_other_splits(registered, tmp_path):
+    run = config(tmp_path, ["mean-colour"])
+    run.splits = ["val"]
+    (row,) = Runner(run).run()
+    assert row["split"] == "val" and row["frames"] == 8  # quick synthstreets val
+    run.splits = ["nope"]
+    with pytest.raises(BadInput, match="synthstreets has no split 'nope'; valid: train, val, test"):
+        Runner(run)
