@@ -2,7 +2,9 @@
 
 Score maps are bilinearly upsampled to label resolution, class maps by nearest neighbour
 (DESIGN.md); nothing but the metric states outlives a batch, so memory does not grow with the
-split.
+split. Before a split, every method's ``start_split`` hook runs (stateful predictions reset);
+a method whose prediction has a ``novel_class`` extra (discovered class ids, -1 = not flagged)
+also gets a :class:`~owsbench.metrics.DiscoveryMetric`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tqdm.auto import tqdm
 
 from owsbench.datasets.base import Frame, Split
 from owsbench.methods.base import Method, PosthocMethod, image_batch
-from owsbench.metrics import AnomalyMetric, SemanticMetric
+from owsbench.metrics import AnomalyMetric, DiscoveryMetric, SemanticMetric
 from owsbench.metrics.per_image import PerImageAnomalyMetric
 from owsbench.score_maps import score_map_path, write_score_map
 
@@ -31,6 +33,8 @@ class BatchOutput:
 
     semantic: torch.Tensor  # (B, h, w) long
     anomaly: dict[str, torch.Tensor]  # method id -> (B, h, w) float
+    # method id -> named extra maps (B, h, w) of its Prediction, e.g. "novel_class"
+    extras: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 @dataclass
@@ -40,6 +44,7 @@ class SplitResult:
     anomaly: AnomalyMetric = field(default_factory=AnomalyMetric)
     per_image: PerImageAnomalyMetric | None = None
     semantic: SemanticMetric | None = None
+    discovery: DiscoveryMetric | None = None  # when the method returns "novel_class"
     frames: int = 0
     score_seconds: float = 0.0
 
@@ -51,6 +56,10 @@ class PosthocGroup:
         self.segmenter = segmenter
         self.methods = methods
         self.score_seconds = dict.fromkeys(methods, 0.0)
+
+    def start_split(self) -> None:
+        for method in self.methods.values():
+            method.start_split()
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> BatchOutput:
@@ -116,13 +125,21 @@ class TrainedGroup:
         self.methods = {method_id: method}
         self.score_seconds = {method_id: 0.0}
 
+    def start_split(self) -> None:
+        for method in self.methods.values():
+            method.start_split()
+
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> BatchOutput:
         ((method_id, method),) = self.methods.items()
         start = time.perf_counter()
         prediction = method.predict(images)
         self.score_seconds[method_id] += time.perf_counter() - start
-        return BatchOutput(semantic=prediction.semantic, anomaly={method_id: prediction.anomaly})
+        return BatchOutput(
+            semantic=prediction.semantic,
+            anomaly={method_id: prediction.anomaly},
+            extras={method_id: prediction.extras},
+        )
 
 
 ModelGroup = PosthocGroup | TrainedGroup
@@ -172,6 +189,7 @@ def evaluate_split(
         for method_id in group.methods
     }
     group.score_seconds = dict.fromkeys(group.methods, 0.0)
+    group.start_split()
     semantic = SemanticMetric(num_classes)
     has_semantic = False
     start = time.perf_counter()
@@ -199,6 +217,12 @@ def evaluate_split(
                     results[method_id].anomaly.update(score, frame.anomaly)
                     if results[method_id].per_image is not None:
                         results[method_id].per_image.update(score, frame.anomaly)
+                for method_id, extras in output.extras.items():
+                    if "novel_class" in extras:
+                        novel = to_label_size(extras["novel_class"][b : b + 1], size, "nearest")[0]
+                        if results[method_id].discovery is None:
+                            results[method_id].discovery = DiscoveryMetric()
+                        results[method_id].discovery.update(novel, frame.anomaly)
                 for observer in observers:
                     observer.observe(frame, maps)
             bar.update(len(run))

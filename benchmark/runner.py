@@ -108,7 +108,8 @@ class Runner:
         self.store = ResultsStore(config.out)
         self._datasets: dict[str, Dataset] = {}
         self.commit = git_commit()
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        if "OMP_NUM_THREADS" not in os.environ:  # else the user's choice, e.g. parallel runs
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     # -- datasets ---------------------------------------------------------------------------
     def dataset(self, dataset_id: str) -> Dataset:

@@ -88,6 +88,11 @@ class Method(ABC):
     def predict(self, images: torch.Tensor) -> Prediction:
         """Predict a batch of images ``(B, 3, H, W)`` in ``[0, 1]``."""
 
+    def start_split(self) -> None:  # noqa: B027 - optional hook
+        """Called before a split is streamed through ``predict`` (batches in order); methods
+        whose predictions keep state across images (e.g. novel-class discovery) reset it here.
+        The default does nothing."""
+
     def state_dict(self) -> dict[str, Any]:
         """Everything ``fit`` learned, as tensors / plain values."""
         return {}

@@ -1,11 +1,12 @@
 """Streaming, mergeable metrics: pixel anomaly (AP, AUROC, FPR95), SMIYC component (sIoU, PPV,
-component F1) and closed-set (mIoU).
+component F1), closed-set (mIoU) and novel-class discovery.
 
 Importing this package loads numpy only (scipy is imported on the first component update); torch
 tensors are accepted by duck typing.
 """
 
 from .components import ComponentMetric
+from .discovery import DiscoveryMetric
 from .pixel import AnomalyMetric
 from .semantic import SemanticMetric
 
@@ -13,4 +14,10 @@ from .semantic import SemanticMetric
 # void handling, default bits) changes, so that rows computed differently never get compared.
 METRIC_VERSION = "pixel-v1"
 
-__all__ = ["METRIC_VERSION", "AnomalyMetric", "ComponentMetric", "SemanticMetric"]
+__all__ = [
+    "METRIC_VERSION",
+    "AnomalyMetric",
+    "ComponentMetric",
+    "DiscoveryMetric",
+    "SemanticMetric",
+]

@@ -167,12 +167,19 @@ class ContMAVNet(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``images`` ``(B, 3, H, W)`` in ``[0, 1]`` -> ``(z, f)``, both ``(B, K, H, W)``."""
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], int, int]:
+        """The shared part of every decoder's input: ``images`` ``(B, 3, H, W)`` in ``[0, 1]``
+        -> ``(x, skips, H, W)``, the context output at 1/32 of the padded input, the projected
+        skips (1/16, 1/8, 1/4) and the input size to crop decoder outputs back to."""
         x, height, width = prepare_input(images, self.mean, self.std, 1.0, OUTPUT_STRIDE)
         feats = self.encoder(x)
         x = self.head(self.context(feats[-1]))
         skips = [proj(feats[-2 - i]) for i, proj in enumerate(self.skips)]
+        return x, skips, height, width
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``images`` ``(B, 3, H, W)`` in ``[0, 1]`` -> ``(z, f)``, both ``(B, K, H, W)``."""
+        x, skips, height, width = self.encode(images)
         z = self.decoder_ss(x, skips)[..., :height, :width]
         f = self.decoder_ow(x, skips)[..., :height, :width]
         return z, f
