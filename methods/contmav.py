@@ -22,7 +22,8 @@ Inference: ``anomaly = (relu(1 - ||f||) + 1 - max_c g_c(z)) / 2`` with the diago
 similarity ``g_c = exp(-1/2 sum_d (z_d - mu_cd)^2 / (var_cd + 1e-8))``; extras
 ``similar_class`` = ``argmax_c g_c``, ``similarity``, ``s_cont``, ``s_sem``. ``score`` selects
 the ``"unknown"`` (paper), ``"semantic"`` or ``"contrastive"`` part as the anomaly map
-(ablation); the official binary threshold (0.6) is recorded as ``threshold`` but not applied.
+(ablation); the official binary threshold delta (0.6) is ``threshold``: novel-class discovery
+groups the pixels with ``s_unk > delta`` (the anomaly map itself stays continuous).
 
 Hyperparameters. Paper/code values (recorded, not the defaults where the CPU budget forbids):
 500 epochs, batch 8, 512x1024 crops, scale [0.5, 2.0], Adam (wd 1e-4) with OneCycleLR stepped
@@ -40,8 +41,14 @@ handful of pixels cannot blow up ``L_f`` or zero out ``g_c`` (on synthstreets qu
 with a floor of 1e-3 ``0.1 L_f`` grew to ~100 and held the CE at ~2.4; with 0.1 it stays ~4
 and the CE falls to ~1.3); classes without MAVs are left out
 of ``L_f``/``L_con``/``g_c``; a class with no true positive in an epoch keeps its previous MAV
-(official: reset to zero). The novel-class clustering of ``test_ow`` is not implemented
-(owsbench scores anomalies only). Bugs of the official code fixed: the ``gt_labels[:-1]``
+(official: reset to zero). Novel-class discovery (``test_ow``) is an inference option
+(``discovery``; :mod:`owsbench.methods.nn.discovery`, measured by
+:class:`owsbench.metrics.DiscoveryMetric`). ``gaussian="per-dim"`` (an option; the default is the
+official term) uses ``g_c^(1/D)``: the official ``D``-dimensional Gaussian saturates (``s_sem``
+~1 for almost every pixel; see ``unknown_score``). Variants: ``contmav-focal`` and
+``contmav-focal-dice`` swap the semantic CE for smp's focal / focal + Dice losses
+(``SemanticLoss``); ``epochs`` (the paper preset: 500) sets the steps from the split size.
+Bugs of the official code fixed: the ``gt_labels[:-1]``
 class drop in ``OWLoss.forward``; the contrastive loss averaged over all images including
 all-void ones; the repo's 40-image debug dataset length; the ``type=bool`` flags that train
 plain CE by default (all three extra losses are on here, each switchable).
@@ -121,10 +128,9 @@ class ContMAVConfig:
     radius: float = 1.0  # r of s_cont = relu(1 - ||f|| / r)
     gaussian: str = "official"  # "official" g_c | "per-dim" g_c^(1/D) (see unknown_score)
     score: str = "unknown"  # anomaly map: "unknown" | "semantic" | "contrastive"
-    threshold: float = 0.6  # official binary unknown threshold delta (recorded, unused)
+    threshold: float = 0.6  # official unknown threshold delta: discovery groups s_unk > delta
     # novel-class discovery (test_ow, owsbench.methods.nn.discovery): extras["novel_class"]
     discovery: bool = False
-    discovery_threshold: float = 0.6  # delta: pixels with s_unk > delta are grouped
     discovery_distance: float = 0.5  # official: matching radius and clustering threshold
     discovery_max_pixels: int = 2000  # unknown pixels clustered per image (deviation)
 
@@ -150,7 +156,6 @@ class ContMAV(Method):
         "gaussian",
         "threshold",
         "discovery",
-        "discovery_threshold",
         "discovery_distance",
         "discovery_max_pixels",
     )
@@ -322,7 +327,7 @@ class ContMAV(Method):
         }
         if self.discovery is not None:
             # per image, in order: the logits of pixels with s_unk > delta get discovered ids
-            flagged = score.unknown > cfg.discovery_threshold
+            flagged = score.unknown > cfg.threshold
             novel = torch.full(flagged.shape, -1, dtype=torch.long, device=flagged.device)
             vectors = logits.permute(0, 2, 3, 1)  # (B, H, W, K)
             for b in range(len(images)):

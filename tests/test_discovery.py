@@ -262,7 +262,7 @@ def test_contmav_predict_novel_class_and_split_reset():
     plain = _method().predict(images)
     assert "novel_class" not in plain.extras
     delta = float(plain.anomaly.median())  # an untrained net: flag about half the pixels
-    method = _method(discovery=True, discovery_threshold=delta, discovery_max_pixels=100)
+    method = _method(discovery=True, threshold=delta, discovery_max_pixels=100)
     pred = method.predict(images)
     novel = pred.extras["novel_class"]
     assert novel.shape == (2, 24, 40) and novel.dtype == torch.long
@@ -293,7 +293,7 @@ def _split(n: int) -> ListSplit:
 def test_evaluate_split_feeds_a_discovery_metric_and_resets_per_split():
     images = torch.from_numpy(np.stack([f.image for f in _split(3)])).permute(0, 3, 1, 2) / 255
     delta = float(_method().predict(images).anomaly.median())
-    method = _method(discovery=True, discovery_threshold=delta, discovery_max_pixels=100)
+    method = _method(discovery=True, threshold=delta, discovery_max_pixels=100)
     group = TrainedGroup("contmav", method)
     args = (_split(3), 3, 2, torch.device("cpu"))
     first, _ = evaluate_split(group, *args, progress=False)
