@@ -43,9 +43,10 @@ and the CE falls to ~1.3); classes without MAVs are left out
 of ``L_f``/``L_con``/``g_c``; a class with no true positive in an epoch keeps its previous MAV
 (official: reset to zero). Novel-class discovery (``test_ow``) is an inference option
 (``discovery``; :mod:`owsbench.methods.nn.discovery`, measured by
-:class:`owsbench.metrics.DiscoveryMetric`). ``gaussian="per-dim"`` (an option; the default is the
-official term) uses ``g_c^(1/D)``: the official ``D``-dimensional Gaussian saturates (``s_sem``
-~1 for almost every pixel; see ``unknown_score``). Variants: ``contmav-focal`` and
+:class:`owsbench.metrics.DiscoveryMetric`). ``gaussian="per-dim"`` (the default; ``"official"``
+restores the paper's term) uses ``g_c^(1/D)``: the official ``D``-dimensional Gaussian saturates
+(``s_sem`` ~1 for almost every pixel; see ``unknown_score``). Chosen on synthstreets *val*
+(default preset, seed 0, one checkpoint): unknown-score AP 2.47 vs 1.99, AUROC 50.74 vs 49.89. Variants: ``contmav-focal`` and
 ``contmav-focal-dice`` swap the semantic CE for smp's focal / focal + Dice losses
 (``SemanticLoss``); ``epochs`` (the paper preset: 500) sets the steps from the split size.
 Bugs of the official code fixed: the ``gt_labels[:-1]``
@@ -126,7 +127,7 @@ class ContMAVConfig:
     var_floor: float = 0.1  # lower bound on a MAV variance where it divides (deviation)
     # inference
     radius: float = 1.0  # r of s_cont = relu(1 - ||f|| / r)
-    gaussian: str = "official"  # "official" g_c | "per-dim" g_c^(1/D) (see unknown_score)
+    gaussian: str = "per-dim"  # "per-dim" g_c^(1/D) | "official" g_c (see unknown_score)
     score: str = "unknown"  # anomaly map: "unknown" | "semantic" | "contrastive"
     threshold: float = 0.6  # official unknown threshold delta: discovery groups s_unk > delta
     # novel-class discovery (test_ow, owsbench.methods.nn.discovery): extras["novel_class"]

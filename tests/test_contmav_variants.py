@@ -142,3 +142,15 @@ def test_a_few_steps_reduce_each_loss_term(cls, frames):
     assert set(before) == {"sem", "obj", "feat", "con", "total"}
     for name in ("sem", "obj", "feat", "con", "total"):
         assert after[name] < before[name], (name, before, after)
+
+
+def test_method_gaussian_option_selects_the_term():
+    assert ContMAVConfig().gaussian == "per-dim"  # chosen on synthstreets val (docstring)
+    z = torch.tensor([[2.0, 0.5]]).T[None, :, None, :]  # one pixel, D = 2
+    emb = torch.zeros(1, 2, 1, 1)
+    stats = ClassStats(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.25]]), torch.ones(1))
+    # sum_d (z - mu)^2 / var = 1 + 1 = 2 -> official g = exp(-1), per-dim g = exp(-1/2)
+    for gaussian, expected in (("official", math.exp(-1.0)), ("per-dim", math.exp(-0.5))):
+        method = ContMAV(ContMAVConfig(num_classes=1, gaussian=gaussian, var_floor=0.0, **SMALL))
+        method.stats = stats
+        assert method.scores(z, emb).similarity.item() == pytest.approx(expected, rel=1e-6)
