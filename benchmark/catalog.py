@@ -13,6 +13,21 @@ METHODS.register(
     "sml", "owsbench.methods.sml:SML", "standardized max logits + boundary suppression, smoothing"
 )
 METHODS.register(
+    "fre",
+    "owsbench.methods.fre:FRE",
+    "feature reconstruction error: per-pixel PCA (97% variance) of segmenter decoder features",
+)
+METHODS.register(
+    "anomaly-head-stats",
+    "owsbench.methods.anomaly_head:AnomalyHeadStats",
+    "per-pixel MLP over 5 softmax statistics of a frozen segmenter, trained with OE pastes",
+)
+METHODS.register(
+    "anomaly-head-hybrid",
+    "owsbench.methods.anomaly_head:AnomalyHeadHybrid",
+    "stats MLP + projected decoder features of a frozen segmenter, trained with OE pastes",
+)
+METHODS.register(
     "contmav",
     "owsbench.methods.contmav:ContMAV",
     "ContMAV: contrastive + semantic decoders, class mean activation vectors (trained)",
@@ -26,6 +41,11 @@ METHODS.register(
     "contmav-focal-dice",
     "owsbench.methods.contmav:ContMAVFocalDice",
     "ContMAV with focal + Dice semantic losses (smp FocalLoss, DiceLoss)",
+)
+METHODS.register(
+    "contmav-trufor",
+    "owsbench.methods.contmav_trufor:ContMAVTruFor",
+    "ContMAV + TruFor-style anomaly (OE, CE + Dice) and confidence (TCP) decoders; fused score",
 )
 METHODS.register(
     "dual-head",
