@@ -53,7 +53,8 @@ Deliberate deviations from the source code:
 - training data: the training split with outlier-exposure pastes of the dataset's OE source
   (synthstreets: object families disjoint from the test anomalies), never an evaluation set
   (the code's default config trains on RoadAnomaly); ``steps``/``batch_size``/``crop`` sized for
-  a CPU run (150 steps of 8 crops of 128 x 128; the loss levels off after 60-90) instead of 5 (V1) or 3 (V2) epochs;
+  a CPU run (150 steps of 8 crops of 128 x 128; the loss levels off after 60-90) instead of 5
+  (V1) or 3 (V2) epochs;
 - the anomaly score is the logit by default (monotone in the code's ``sigmoid``); no sliding
   windows: the head runs on the segmenter's full-frame logits.
 """

@@ -48,11 +48,11 @@ restores the paper's term) uses ``g_c^(1/D)``: the official ``D``-dimensional Ga
 (``s_sem`` ~1 for almost every pixel; see ``unknown_score``). Chosen on synthstreets *val*
 (default preset, seed 0, one checkpoint): unknown-score AP 2.47 vs 1.99, AUROC 50.74 vs 49.89.
 Variants: ``contmav-focal`` and ``contmav-focal-dice`` swap the semantic CE for smp's focal /
-focal + Dice losses (``SemanticLoss``); ``epochs`` (the paper preset: 500) sets the steps from the split size.
-Bugs of the official code fixed: the ``gt_labels[:-1]``
-class drop in ``OWLoss.forward``; the contrastive loss averaged over all images including
-all-void ones; the repo's 40-image debug dataset length; the ``type=bool`` flags that train
-plain CE by default (all three extra losses are on here, each switchable).
+focal + Dice losses (``SemanticLoss``); ``epochs`` (the paper preset: 500) sets the steps from
+the split size. Bugs of the official code fixed: the ``gt_labels[:-1]`` class drop in
+``OWLoss.forward``; the contrastive loss averaged over all images including all-void ones; the
+repo's 40-image debug dataset length; the ``type=bool`` flags that train plain CE by default (all
+three extra losses are on here, each switchable).
 """
 
 from __future__ import annotations
