@@ -48,6 +48,16 @@ METHODS.register(
     "ContMAV + TruFor-style anomaly (OE, CE + Dice) and confidence (TCP) decoders; fused score",
 )
 METHODS.register(
+    "contmav-infonce",
+    "owsbench.methods.contmav_infonce:ContMAVInfoNCE",
+    "ContMAV on an encoder pre-trained with MoCo + label-aware InfoNCE on known/unknown crops",
+)
+METHODS.register(
+    "contmav-infonce-synco",
+    "owsbench.methods.contmav_infonce:ContMAVInfoNCESynCo",
+    "contmav-infonce + SynCo synthetic hard negatives across the known/unknown boundary",
+)
+METHODS.register(
     "dual-head",
     "owsbench.methods.dual_head:DualHead",
     "semantic + binary anomaly head trained with outlier-exposure pastes; sigmoid score (trained)",

@@ -40,7 +40,14 @@ CONTMAV_PAPER = {
     "decoder_blocks": 3,
     "lr": 1e-4,
 }
-CONTMAV_IDS = ("contmav", "contmav-focal", "contmav-focal-dice", "contmav-trufor")
+CONTMAV_IDS = (
+    "contmav",
+    "contmav-focal",
+    "contmav-focal-dice",
+    "contmav-trufor",
+    "contmav-infonce",
+    "contmav-infonce-synco",
+)
 
 
 PRESETS: dict[str, Preset] = {

@@ -192,6 +192,7 @@ class Runner:
             max_stat_frames=self.config.preset.max_stat_frames,
             outlier_source=source() if callable(source) else None,
             validation=validation,
+            train_fingerprint=train.fingerprint(),
         )
 
     @staticmethod

@@ -75,7 +75,7 @@ from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, PosthocMethod, SegmenterOutput, image_batch
 from owsbench.methods.fre import features_to_logits, pad_multiple
 from owsbench.methods.nn.outlier_exposure import (
-    PasteConfig,
+    PasteFields,
     outlier_batch,
     require_source,
     split_outlier_labels,
@@ -171,7 +171,7 @@ class PixelAnomalyHead(nn.Module):
 
 
 @dataclass(frozen=True)
-class AnomalyHeadConfig:
+class AnomalyHeadConfig(PasteFields):
     """Training recipe of a stats-only head (fields named like ``SegmenterConfig``'s).
 
     ``lr``: 1e-3 for short CPU runs (the source code hard-codes 1e-4). ``paste_*``: the
@@ -191,9 +191,6 @@ class AnomalyHeadConfig:
     pos_weight: float = 10.0
     hidden: tuple[int, ...] = (64, 32)
     dropout: float = 0.1
-    paste_probability: float = 0.5
-    paste_max_objects: int = 2
-    paste_size_range: tuple[float, float] = (0.3, 0.9)
     score_output: str = "logit"
 
 
@@ -268,7 +265,7 @@ class AnomalyHead(PosthocMethod):
         device = ctx.device
         rng = np.random.default_rng(ctx.seed)
         generator = torch.Generator().manual_seed(ctx.seed)
-        paste = PasteConfig(cfg.paste_probability, cfg.paste_max_objects, cfg.paste_size_range)
+        paste = cfg.paste_config()
         was_training = self.segmenter.training
         self.segmenter.eval()
         anomalous = valid_total = 0

@@ -65,6 +65,9 @@ class FitContext:
     # a labelled validation split of the training dataset (never an evaluation split of the run's
     # test data), for choices made on validation data; None when the dataset has none
     validation: Split | None = None
+    # the training dataset's fingerprint (``Dataset.fingerprint``), for caches of derived data
+    # (e.g. crop banks); None for in-memory splits, which are then not cached
+    train_fingerprint: str | None = None
 
 
 class Method(ABC):

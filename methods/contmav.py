@@ -139,7 +139,8 @@ class ContMAVConfig:
 class ContMAV(Method):
     """ContMAV: semantic + contrastive decoders, class-mean (MAV) Gaussian and norm scores.
 
-    Subclasses extend training through three hooks: ``training_batch`` (what a batch holds, e.g.
+    Subclasses extend training through four hooks: ``before_training`` (an earlier phase on the
+    fresh model, e.g. encoder pre-training), ``training_batch`` (what a batch holds, e.g.
     outlier-exposure pastes), ``step_losses`` (extra loss terms on extra outputs) and
     ``after_fit`` (later training phases, choices on validation data).
     """
@@ -245,6 +246,10 @@ class ContMAV(Method):
         target and the anomaly target (1 on pastes, 0 known, 255 ignored)."""
         return self.losses(outputs[0], outputs[1], semantic, stats)
 
+    def before_training(self, train: Split, ctx: FitContext) -> None:  # noqa: B027 - optional
+        """Runs once the freshly built ``self.model`` is on the device, before the main training
+        (e.g. to pre-train or initialise its encoder)."""
+
     def after_fit(self, train: Split, ctx: FitContext) -> None:  # noqa: B027 - optional hook
         """Runs once the main training and the final MAVs are done."""
 
@@ -254,6 +259,8 @@ class ContMAV(Method):
             raise BadInput(f"{self.name}: empty training split")
         torch.manual_seed(ctx.seed)
         self.model = self._build().to(ctx.device).train()
+        self.before_training(train, ctx)
+        self.model.train()
         rng = np.random.default_rng(ctx.seed)
         generator = torch.Generator().manual_seed(ctx.seed)
         optimizer = torch.optim.AdamW(

@@ -105,7 +105,7 @@ from owsbench.methods.contmav import ContMAV, ContMAVConfig
 from owsbench.methods.nn.contmav_losses import ClassStats, UnknownScore
 from owsbench.methods.nn.contmav_model import ContMAVNet, Decoder
 from owsbench.methods.nn.outlier_exposure import (
-    PasteConfig,
+    PasteFields,
     outlier_batch,
     require_source,
     split_outlier_labels,
@@ -120,13 +120,10 @@ LOGIT_EPS = 1e-6  # u is clamped to [eps, 1 - eps] before its logit
 
 
 @dataclass(frozen=True)
-class ContMAVTruForConfig(ContMAVConfig):
-    """ContMAV's config plus outlier exposure, decoder A / B losses and the fusion."""
+class ContMAVTruForConfig(PasteFields, ContMAVConfig):
+    """ContMAV's config plus outlier exposure (``PasteFields``), decoder A / B losses and the
+    fusion."""
 
-    # outlier exposure (PasteConfig, flattened)
-    paste_probability: float = 0.5  # chance that a training frame receives pastes
-    paste_max_objects: int = 2  # 1..paste_max_objects objects per pasted frame
-    paste_size_range: tuple[float, float] = (0.3, 0.9)  # object height in camera heights
     # decoder A (TruFor phase 2: 0.3 CE_w + 0.7 BinaryDice, CE weights [0.5, 2.5])
     w_anomaly: float = 1.0  # weight of A's loss against ContMAV's total
     anomaly_ce_weight: float = 0.3
@@ -140,13 +137,6 @@ class ContMAVTruForConfig(ContMAVConfig):
     # fusion (inference-only; "auto" = the fit's choice on validation AP)
     fusion: str = AUTO
     validation_frames: int | None = None  # validation frames scored for "auto"; None = all
-
-    def paste_config(self) -> PasteConfig:
-        return PasteConfig(
-            probability=self.paste_probability,
-            max_objects=self.paste_max_objects,
-            size_range=tuple(self.paste_size_range),
-        )
 
 
 class ContMAVTruForNet(ContMAVNet):

@@ -60,7 +60,7 @@ from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, Method, Prediction
 from owsbench.methods.nn.outlier_exposure import (
     OUTLIER,
-    PasteConfig,
+    PasteFields,
     outlier_batch,
     require_source,
     split_outlier_labels,
@@ -70,7 +70,7 @@ from owsbench.methods.nn.training import TrainLog, augment, frame_order, one_cyc
 
 
 @dataclass(frozen=True)
-class DualHeadConfig:
+class DualHeadConfig(PasteFields):
     """Architecture, outlier exposure, losses and training recipe (hashed into the fit key)."""
 
     num_classes: int = 19  # known classes of the training set (Cityscapes trainIds: 19)
@@ -89,10 +89,6 @@ class DualHeadConfig:
     scale_range: tuple[float, float] = (0.75, 1.5)
     hflip: bool = True
     color_jitter: float = 0.25
-    # outlier exposure (PasteConfig, flattened)
-    paste_probability: float = 0.5  # chance that a training frame receives pastes
-    paste_max_objects: int = 2  # 1..paste_max_objects objects per pasted frame
-    paste_size_range: tuple[float, float] = (0.3, 0.9)  # object height in camera heights
     # losses
     anomaly_weight: float = 1.0  # w_anom
     pos_weight: float = 10.0  # BCE weight of anomaly pixels (section 7: 10)
@@ -103,13 +99,6 @@ class DualHeadConfig:
             encoder=self.encoder,
             weights_path=self.weights_path,
             input_scale=self.input_scale,
-        )
-
-    def paste_config(self) -> PasteConfig:
-        return PasteConfig(
-            probability=self.paste_probability,
-            max_objects=self.paste_max_objects,
-            size_range=tuple(self.paste_size_range),
         )
 
 

@@ -37,6 +37,23 @@ class PasteConfig:
     size_range: tuple[float, float] = (0.3, 0.9)  # object height in camera heights (see paste)
 
 
+@dataclass(frozen=True)
+class PasteFields:
+    """The ``PasteConfig`` as flat fields of a method's config (``paste_*``), so run configs set
+    them like any other option; ``paste_config()`` gathers them."""
+
+    paste_probability: float = 0.5  # chance that a training frame receives pastes
+    paste_max_objects: int = 2  # 1..paste_max_objects objects per pasted frame
+    paste_size_range: tuple[float, float] = (0.3, 0.9)  # object height in camera heights
+
+    def paste_config(self) -> PasteConfig:
+        return PasteConfig(
+            probability=self.paste_probability,
+            max_objects=self.paste_max_objects,
+            size_range=tuple(self.paste_size_range),
+        )
+
+
 def require_source(method: str, source: object | None) -> object:
     """The outlier-exposure source, or a one-line error saying the dataset has none."""
     if source is None:

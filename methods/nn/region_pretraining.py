@@ -1,0 +1,187 @@
+"""Contrastive pre-training of a segmentation encoder on region crops (MoCo + label-aware
+InfoNCE, optionally SynCo hard negatives): the first phase of ``contmav-infonce``.
+
+Sources: MoCo v2 / SynCo (``giakoumoglou/synco`` ``synco/builder.py``, ``main_synco.py``;
+``reference/methods.md`` section 3.1): a query encoder ``f_q`` (the segmentation encoder, global
+average pooling of its deepest stage, and an MLP head ``Linear(C, C) - ReLU - Linear(C, dim)``),
+a momentum key encoder ``f_k`` (a copy, ``theta_k <- m theta_k + (1 - m) theta_q`` before each
+step's keys), L2-normalised outputs, a FIFO queue of keys, SGD with momentum and a cosine
+schedule. Per step, ``batch_size`` crops are drawn from the crop bank (:mod:`.crops`) with
+replacement, each is augmented twice (``two_views``: random resized crop of area 0.4-1 and aspect
+3/4-4/3 resized back to the crop size, horizontal flip, brightness/contrast jitter), the queries
+``q = f_q(view 1)`` and keys ``k = f_k(view 2)`` go into :func:`.infonce.infonce_loss` with the
+queue as it was before the step (plus SynCo negatives after the warm-up when enabled), and the
+keys are enqueued with their labels afterwards.
+
+Deviations from MoCo/SynCo: no shuffle-BN (one device; the positive pairs still come from two
+encoders and two forward passes); the queue starts empty; ``key_momentum`` 0.99 and the queue
+4096 long by default (official 0.999 and 65536, sized for 200 epochs of ImageNet); the warm-up
+is a fraction of the steps (official 10 of 200 epochs = 0.05, the default); a short linear
+learning-rate warm-up (the shared ``one_cycle_lr``) before the cosine decay.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import roi_align
+from tqdm.auto import tqdm
+
+from owsbench.methods.nn.crops import UNKNOWN, CropBank
+from owsbench.methods.nn.infonce import LabelledQueue, infonce_loss
+from owsbench.methods.nn.padding import register_imagenet_stats
+from owsbench.methods.nn.synco import SynCoConfig, directional_negatives
+from owsbench.methods.nn.training import one_cycle_lr
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The contrastive phase's recipe (official MoCo v2 / SynCo values in comments)."""
+
+    steps: int = 500
+    batch_size: int = 32  # official 256
+    lr: float = 0.03  # official SGD 0.03, momentum 0.9, wd 1e-4, cosine
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    key_momentum: float = 0.99  # official 0.999
+    queue_size: int = 4096  # official 65536
+    temperature: float = 0.2  # official 0.07 (MoCo v1) / 0.2 (the SynCo README run)
+    projection_dim: int = 128
+    view_area: tuple[float, float] = (0.4, 1.0)
+    color_jitter: float = 0.4
+    synco: SynCoConfig | None = None  # None: plain InfoNCE
+    synco_direction: str = "both"
+    synco_warmup_fraction: float = 0.05  # official 10 of 200 epochs
+
+
+class CropEmbedder(nn.Module):
+    """``encoder`` (an smp encoder: a list of stage outputs) -> global average pool of the
+    deepest stage -> MLP head -> L2-normalised ``(B, dim)``; images in ``[0, 1]``."""
+
+    def __init__(self, encoder: nn.Module, channels: int, dim: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Sequential(
+            nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, dim)
+        )
+        register_imagenet_stats(self)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        deepest = self.encoder((images - self.mean) / self.std)[-1]
+        return F.normalize(self.head(deepest.mean(dim=(2, 3))), dim=1)
+
+
+def two_views(
+    crops: torch.Tensor, area: tuple[float, float], jitter: float, generator: torch.Generator
+) -> torch.Tensor:
+    """One random view of each crop ``(B, 3, S, S)`` in ``[0, 1]`` (same size out)."""
+    batch, _, size, _ = crops.shape
+    rand = torch.rand(batch, 6, generator=generator)
+    scale = area[0] + (area[1] - area[0]) * rand[:, 0]
+    log_ratio = (2 * rand[:, 1] - 1) * np.log(4 / 3)
+    ratio = torch.exp(log_ratio)
+    w = (size * torch.sqrt(scale * ratio)).clamp(max=size)
+    h = (size * torch.sqrt(scale / ratio)).clamp(max=size)
+    x0 = rand[:, 2] * (size - w)
+    y0 = rand[:, 3] * (size - h)
+    boxes = torch.stack([torch.arange(batch, dtype=torch.float32), x0, y0, x0 + w, y0 + h], 1)
+    views = roi_align(crops, boxes.to(crops), output_size=size, aligned=True)
+    flip = rand[:, 4] < 0.5
+    views[flip] = views[flip].flip(-1)
+    if jitter > 0:
+        brightness = 1 + jitter * (2 * torch.rand(batch, 1, 1, 1, generator=generator) - 1)
+        contrast = 1 + jitter * (2 * torch.rand(batch, 1, 1, 1, generator=generator) - 1)
+        mean = views.mean(dim=(1, 2, 3), keepdim=True)
+        views = ((views - mean) * contrast.to(views) + mean) * brightness.to(views)
+    return views.clamp(0.0, 1.0).contiguous()
+
+
+@dataclass
+class PretrainResult:
+    """The per-step loss and learning rate, and a summary for the fit report."""
+
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    synthetic_from_step: int | None = None
+
+    def report(self) -> dict[str, float | int | None]:
+        k = max(1, len(self.loss) // 10)
+        return {
+            "pretrain_steps": len(self.loss),
+            "pretrain_loss_start": float(np.mean(self.loss[:k])) if self.loss else None,
+            "pretrain_loss_end": float(np.mean(self.loss[-k:])) if self.loss else None,
+            "pretrain_synthetic_from_step": self.synthetic_from_step,
+        }
+
+
+@torch.no_grad()
+def momentum_update(key: nn.Module, query: nn.Module, m: float) -> None:
+    """``theta_k <- m theta_k + (1 - m) theta_q`` for every parameter."""
+    for pk, pq in zip(key.parameters(), query.parameters(), strict=True):
+        pk.mul_(m).add_(pq.detach(), alpha=1 - m)
+
+
+def pretrain_encoder(
+    encoder: nn.Module,
+    channels: int,
+    bank: CropBank,
+    config: PretrainConfig,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+    desc: str = "pretrain encoder",
+) -> PretrainResult:
+    """Train ``encoder`` in place (its deepest stage has ``channels`` channels) on ``bank``."""
+    rng = np.random.default_rng([seed, 4])
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    query = CropEmbedder(encoder, channels, config.projection_dim).to(device).train()
+    key = copy.deepcopy(query)
+    for p in key.parameters():
+        p.requires_grad_(False)
+    queue = LabelledQueue(config.queue_size, config.projection_dim, device)
+    optimizer = torch.optim.SGD(
+        query.parameters(), lr=config.lr, momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )  # fmt: skip
+    crops = torch.from_numpy(bank.images).permute(0, 3, 1, 2)  # uint8 (N, 3, S, S)
+    labels = torch.from_numpy(bank.labels)
+    warmup = int(config.steps * config.synco_warmup_fraction)
+    result = PretrainResult(synthetic_from_step=warmup if config.synco is not None else None)
+    bar = tqdm(range(config.steps), desc=desc, disable=not progress, leave=False)
+    for step in bar:
+        index = torch.from_numpy(rng.integers(0, len(bank), config.batch_size))
+        batch = crops[index].float().div_(255.0)
+        batch_labels = labels[index].to(device)
+        v1 = two_views(batch, config.view_area, config.color_jitter, generator).to(device)
+        v2 = two_views(batch, config.view_area, config.color_jitter, generator).to(device)
+        lr = one_cycle_lr(step, config.steps, config.lr, config.warmup_fraction)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        q = query(v1)
+        with torch.no_grad():
+            momentum_update(key, query, config.key_momentum)
+            k = key(v2)
+        synthetic = valid = None
+        if config.synco is not None and step >= warmup:
+            synthetic, valid = directional_negatives(
+                q, batch_labels != UNKNOWN, queue.keys, queue.labels, config.synco_direction,
+                config.synco, generator,
+            )  # fmt: skip
+        loss = infonce_loss(
+            q, k, batch_labels, queue.keys, queue.labels, config.temperature, synthetic, valid
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        queue.push(k, batch_labels)
+        result.loss.append(loss.item())
+        result.lr.append(lr)
+        bar.set_postfix(infonce=f"{result.loss[-1]:.3f}")
+    encoder.eval()
+    return result
