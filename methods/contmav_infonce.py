@@ -19,9 +19,13 @@ Two phases in one fit:
    starting from the pre-trained encoder (the projection head is dropped; decoders, context
    module and skips start from their usual initialisation) and fine-tuning all of it.
 
-``fit_report`` (copied into each result row) holds the crop counts per label, whether the bank
-came from the cache, the InfoNCE loss at the start and end of phase 1 and the step from which
-synthetic negatives were used.
+The pastes only feed the crop bank (phase 2 trains on the plain split, as ``contmav``), so every
+frame is pasted by default (``paste_probability`` 1.0). ``fit_report`` (copied into each result
+row) holds the crop counts per label, whether the bank came from the cache, the InfoNCE loss at the
+start and end of phase 1 (it grows while the queue fills: more negatives), the step from which
+synthetic negatives were used, and the mean cosine similarity of the final embeddings of the
+bank's crops (``pretrain_similarity``: same class, other known class, known vs unknown; see
+``embedding_similarity``), the direct check that phase 1 separated known from unknown crops.
 
 Sources: MoCo v2 (Chen et al., arXiv 2003.04297) as used by SynCo (Giakoumoglou & Stathaki,
 arXiv 2410.02401; ``giakoumoglou/synco`` ``synco/builder.py``, ``main_synco.py``); the
@@ -54,6 +58,7 @@ from owsbench.methods.nn.synco import DIRECTIONS, SynCoConfig
 class ContMAVInfoNCEConfig(PasteFields, ContMAVConfig):
     """ContMAV's config plus the crop bank, the contrastive phase and SynCo (flattened)."""
 
+    paste_probability: float = 1.0  # every training frame gets pastes (crops only; see above)
     # crop bank (CropConfig)
     crop_size: int = 32
     crops_known_per_frame: int = 4
@@ -156,6 +161,7 @@ class ContMAVInfoNCE(ContMAV):
             encoder, encoder.out_channels[-1], bank, cfg.pretrain_config(), ctx.seed,
             ctx.device, ctx.progress, desc=f"fit {self.name} (contrastive)",
         )  # fmt: skip
+        encoder.train()
         self.fit_report = {
             "crops": bank.counts(),
             "crops_cached": cached,

@@ -49,7 +49,7 @@ class CropConfig:
     unknown_per_frame: int = 2
     min_known_fraction: float = 0.5
     min_unknown_fraction: float = 0.3
-    attempts: int = 8
+    attempts: int = 16
 
 
 @dataclass

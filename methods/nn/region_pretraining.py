@@ -109,15 +109,44 @@ class PretrainResult:
     loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     synthetic_from_step: int | None = None
+    similarity: dict[str, float | None] = field(default_factory=dict)
 
-    def report(self) -> dict[str, float | int | None]:
+    def report(self) -> dict[str, object]:
         k = max(1, len(self.loss) // 10)
         return {
             "pretrain_steps": len(self.loss),
             "pretrain_loss_start": float(np.mean(self.loss[:k])) if self.loss else None,
             "pretrain_loss_end": float(np.mean(self.loss[-k:])) if self.loss else None,
             "pretrain_synthetic_from_step": self.synthetic_from_step,
+            "pretrain_similarity": dict(self.similarity),
         }
+
+
+@torch.no_grad()
+def embedding_similarity(
+    embedder: nn.Module, bank: CropBank, batch_size: int = 256
+) -> dict[str, float | None]:
+    """Mean cosine similarity of the bank's crop embeddings (eval mode, no augmentation) over
+    pairs of distinct crops: ``same_class`` (two crops of one known class), ``other_class`` (two
+    known classes) and ``known_unknown``; None where a kind of pair does not occur."""
+    embedder.eval()
+    device = next(embedder.parameters()).device
+    crops = torch.from_numpy(bank.images).permute(0, 3, 1, 2)
+    z = torch.cat(
+        [embedder(crops[i : i + batch_size].float().div(255).to(device)) for i in
+         range(0, len(crops), batch_size)]
+    ).cpu()  # fmt: skip
+    labels = torch.from_numpy(bank.labels)
+    sim = z @ z.T
+    known = labels != UNKNOWN
+    same = labels[:, None] == labels[None, :]
+    distinct = ~torch.eye(len(labels), dtype=torch.bool)
+    kinds = {
+        "same_class": same & known[:, None] & distinct,
+        "other_class": ~same & known[:, None] & known[None, :],
+        "known_unknown": known[:, None] & ~known[None, :],
+    }
+    return {k: float(sim[m].mean()) if bool(m.any()) else None for k, m in kinds.items()}
 
 
 @torch.no_grad()
@@ -137,7 +166,8 @@ def pretrain_encoder(
     progress: bool = True,
     desc: str = "pretrain encoder",
 ) -> PretrainResult:
-    """Train ``encoder`` in place (its deepest stage has ``channels`` channels) on ``bank``."""
+    """Train ``encoder`` in place (its deepest stage has ``channels`` channels) on ``bank``;
+    it is left in eval mode."""
     rng = np.random.default_rng([seed, 4])
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     query = CropEmbedder(encoder, channels, config.projection_dim).to(device).train()
@@ -183,5 +213,5 @@ def pretrain_encoder(
         result.loss.append(loss.item())
         result.lr.append(lr)
         bar.set_postfix(infonce=f"{result.loss[-1]:.3f}")
-    encoder.eval()
+    result.similarity = embedding_similarity(query, bank)
     return result
