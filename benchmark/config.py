@@ -49,6 +49,8 @@ CONTMAV_IDS = (
     "contmav-infonce-synco",
 )
 
+ANOMALY_HEAD_IDS = ("anomaly-head-stats", "anomaly-head-hybrid")
+
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
@@ -56,6 +58,8 @@ PRESETS: dict[str, Preset] = {
         {"steps": 60, "batch_size": 8, "crop": (96, 96)},
         eval_batch_size=8,
         max_stat_frames=32,
+        # the anomaly heads are post-hoc (not sized by the segmenter's recipe): a smoke size too
+        methods=dict.fromkeys(ANOMALY_HEAD_IDS, {"steps": 60, "crop": (96, 96)}),
     ),
     "default": Preset(
         "default",

@@ -14,6 +14,7 @@ import pytest
 import torch
 from dataset_fixtures import ListSplit, scene
 
+from owsbench.config import PRESETS, RunConfig, parse_method
 from owsbench.datasets.base import VOID, Frame, Split
 from owsbench.datasets.objects import outlier_exposure_source
 from owsbench.errors import BadInput
@@ -28,6 +29,7 @@ from owsbench.methods.base import FitContext, SegmenterOutput, image_batch
 from owsbench.methods.fre import features_to_logits
 from owsbench.methods.nn.outlier_exposure import PasteConfig, outlier_batch, split_outlier_labels
 from owsbench.methods.nn.smp_segmenter import SegmenterConfig, SmpSegmenter
+from owsbench.runner import Runner
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -274,3 +276,16 @@ def test_fre_and_heads_run_through_the_cli(tmp_path, monkeypatch):
     for name in ("anomaly-head-stats", "anomaly-head-hybrid"):
         logs = rows[name]["artifacts"]["training"]  # the head's training curve is saved
         assert any(f"method-{name}-" in log for log in logs), logs
+
+
+@pytest.mark.parametrize("name", ["anomaly-head-stats", "anomaly-head-hybrid"])
+def test_quick_preset_sizes_the_heads_default_keeps_theirs(tmp_path, name):
+    sizes = {}
+    for preset in ("quick", "default"):
+        run = RunConfig(
+            methods=[name], datasets=["synthstreets"], seeds=[0], preset=PRESETS[preset],
+            device="cpu", data_root=tmp_path, out=tmp_path / "o", cache_dir=tmp_path / "c",
+        )  # fmt: skip
+        config = Runner(run).method_config(parse_method(name))
+        sizes[preset] = (config.steps, config.crop)
+    assert sizes == {"quick": (60, (96, 96)), "default": (150, (128, 128))}
