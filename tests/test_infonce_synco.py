@@ -94,12 +94,30 @@ def test_synthetic_negatives_and_their_mask():
     assert masked.item() == pytest.approx(base.item(), rel=1e-6)
 
 
+def test_queued_views_of_the_anchors_own_crop_are_positives():
+    # an unknown anchor (crop 7) and a queue holding an older view of crop 7 and another unknown
+    q, k = unit(1.0, 0.0)[None], unit(0.8, 0.6)[None]
+    keys = torch.stack([unit(0.6, 0.8), unit(0.0, 1.0)])
+    labels, anchor = torch.tensor([U, U]), torch.tensor([U])
+    ids, queue_ids = torch.tensor([7]), torch.tensor([7, 3])
+    mask = positive_mask(anchor, labels, ids, queue_ids)
+    assert mask.tolist() == [[True, False]]
+    got = infonce_loss(q, k, anchor, keys, labels, 0.5, ids=ids, queue_ids=queue_ids).item()
+    logits = [0.8 / 0.5, 0.6 / 0.5, 0.0]
+    log_z = math.log(sum(math.exp(v) for v in logits))
+    assert got == pytest.approx(-((logits[0] - log_z) + (logits[1] - log_z)) / 2, rel=1e-6)
+    # an empty slot is never a positive, even with a matching id
+    empty = positive_mask(anchor, torch.tensor([EMPTY, U]), ids, torch.tensor([7, 3]))
+    assert empty.tolist() == [[False, False]]
+
+
 def test_queue_is_fifo_and_wraps():
     queue = LabelledQueue(3, 2)
     assert not bool(queue.filled.any())
-    queue.push(torch.ones(2, 2), torch.tensor([0, 1]))
-    queue.push(2 * torch.ones(2, 2), torch.tensor([2, U]))
+    queue.push(torch.ones(2, 2), torch.tensor([0, 1]), torch.tensor([10, 11]))
+    queue.push(2 * torch.ones(2, 2), torch.tensor([2, U]), torch.tensor([12, 13]))
     assert queue.labels.tolist() == [U, 1, 2]  # the oldest (label 0) was replaced
+    assert queue.ids.tolist() == [13, 11, 12]
     assert queue.keys[:, 0].tolist() == [2.0, 1.0, 2.0]
     assert queue.pointer == 1
 

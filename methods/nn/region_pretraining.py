@@ -11,7 +11,8 @@ replacement, each is augmented twice (``two_views``: random resized crop of area
 3/4-4/3 resized back to the crop size, horizontal flip, brightness/contrast jitter), the queries
 ``q = f_q(view 1)`` and keys ``k = f_k(view 2)`` go into :func:`.infonce.infonce_loss` with the
 queue as it was before the step (plus SynCo negatives after the warm-up when enabled), and the
-keys are enqueued with their labels afterwards.
+keys are enqueued with their labels and crop ids afterwards (queued views of an anchor's own
+crop are positives, see :mod:`.infonce`).
 
 Deviations from MoCo/SynCo: no shuffle-BN (one device; the positive pairs still come from two
 encoders and two forward passes); the queue starts empty; ``key_momentum`` 0.99 and the queue
@@ -204,12 +205,13 @@ def pretrain_encoder(
                 config.synco, generator,
             )  # fmt: skip
         loss = infonce_loss(
-            q, k, batch_labels, queue.keys, queue.labels, config.temperature, synthetic, valid
-        )
+            q, k, batch_labels, queue.keys, queue.labels, config.temperature, synthetic, valid,
+            index.to(device), queue.ids,
+        )  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        queue.push(k, batch_labels)
+        queue.push(k, batch_labels, index.to(device))
         result.loss.append(loss.item())
         result.lr.append(lr)
         bar.set_postfix(infonce=f"{result.loss[-1]:.3f}")
