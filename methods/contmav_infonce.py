@@ -161,7 +161,6 @@ class ContMAVInfoNCE(ContMAV):
             encoder, encoder.out_channels[-1], bank, cfg.pretrain_config(), ctx.seed,
             ctx.device, ctx.progress, desc=f"fit {self.name} (contrastive)",
         )  # fmt: skip
-        encoder.train()
         self.fit_report = {
             "crops": bank.counts(),
             "crops_cached": cached,

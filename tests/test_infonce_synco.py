@@ -161,7 +161,7 @@ def test_synthesize_shape_norm_detach_and_hard_pool():
     assert bool((to_entry >= to_q - 1e-6).all())
 
 
-def test_official_counts_and_warmup_free_defaults():
+def test_official_defaults():
     config = SynCoConfig()
     assert (config.n_hard, config.n1, config.n2, config.n3) == (1024, 256, 256, 256)
     assert (config.n4, config.n5, config.n6) == (64, 64, 64)
@@ -183,8 +183,8 @@ def test_directions_draw_from_the_other_side(direction):
     assert syn.shape == (3, 6, 3) and valid.shape == (3, 6)
     gets_known = direction in ("known-anchors", "both")
     gets_unknown = direction in ("unknown-anchors", "both")
-    assert bool(valid[:2].all()) == gets_known and not bool(valid[:2].any()) != gets_known
-    assert bool(valid[2].all()) == gets_unknown
+    assert bool(valid[:2].all()) == bool(valid[:2].any()) == gets_known
+    assert bool(valid[2].all()) == bool(valid[2].any()) == gets_unknown
     if gets_known:  # known anchors' negatives come from the unknown entries (+y)
         assert bool((syn[:2, :, 1] > 0.9).all())
     if gets_unknown:  # the unknown anchor's from the known ones (+x)

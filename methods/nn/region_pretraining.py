@@ -14,7 +14,10 @@ queue as it was before the step (plus SynCo negatives after the warm-up when ena
 keys are enqueued with their labels and crop ids afterwards (queued views of an anchor's own
 crop are positives, see :mod:`.infonce`).
 
-Deviations from MoCo/SynCo: no shuffle-BN (one device; the positive pairs still come from two
+Deviations from MoCo/SynCo: lighter views (resized crop, flip, brightness/contrast; MoCo v2's
+``aug-plus`` also jitters saturation and hue and adds random grayscale and Gaussian blur); the
+encoder is the segmentation model's own (a ResNet-34 layout on 32x32 crops), not a ResNet-50 on
+224x224 images; no shuffle-BN (one device; the positive pairs still come from two
 encoders and two forward passes); the queue starts empty; ``key_momentum`` 0.99 and the queue
 4096 long by default (official 0.999 and 65536, sized for 200 epochs of ImageNet); the warm-up
 is a fraction of the steps (official 10 of 200 epochs = 0.05, the default); a short linear
@@ -37,7 +40,7 @@ from owsbench.methods.nn.crops import UNKNOWN, CropBank
 from owsbench.methods.nn.infonce import LabelledQueue, infonce_loss
 from owsbench.methods.nn.padding import register_imagenet_stats
 from owsbench.methods.nn.synco import SynCoConfig, directional_negatives
-from owsbench.methods.nn.training import one_cycle_lr
+from owsbench.methods.nn.training import jitter_brightness_contrast, one_cycle_lr
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,7 @@ def two_views(
     flip = rand[:, 4] < 0.5
     views[flip] = views[flip].flip(-1)
     if jitter > 0:
-        brightness = 1 + jitter * (2 * torch.rand(batch, 1, 1, 1, generator=generator) - 1)
-        contrast = 1 + jitter * (2 * torch.rand(batch, 1, 1, 1, generator=generator) - 1)
-        mean = views.mean(dim=(1, 2, 3), keepdim=True)
-        views = ((views - mean) * contrast.to(views) + mean) * brightness.to(views)
+        views = jitter_brightness_contrast(views, jitter, generator)
     return views.clamp(0.0, 1.0).contiguous()
 
 

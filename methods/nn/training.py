@@ -64,14 +64,20 @@ def augment(
     if config.hflip and torch.rand((), generator=generator) < 0.5:
         images, labels = images.flip(-1), labels.flip(-1)
     if config.color_jitter > 0:
-        batch = images.shape[0]
-        jitter = config.color_jitter
-        brightness = 1 + jitter * (2 * torch.rand(batch, 1, 1, 1, generator=generator) - 1)
-        contrast = 1 + jitter * (2 * torch.rand(batch, 1, 1, 1, generator=generator) - 1)
-        mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        images = ((images - mean) * contrast.to(images) + mean) * brightness.to(images)
-        images = images.clamp(0.0, 1.0)
+        images = jitter_brightness_contrast(images, config.color_jitter, generator).clamp(0.0, 1.0)
     return images.contiguous(), labels.contiguous()
+
+
+def jitter_brightness_contrast(
+    images: torch.Tensor, jitter: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Per image: contrast about the image mean, then brightness, each a factor drawn from
+    ``U(1 - jitter, 1 + jitter)`` (brightness drawn first); not clamped."""
+    batch = images.shape[0]
+    brightness = 1 + jitter * (2 * torch.rand(batch, 1, 1, 1, generator=generator) - 1)
+    contrast = 1 + jitter * (2 * torch.rand(batch, 1, 1, 1, generator=generator) - 1)
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    return ((images - mean) * contrast.to(images) + mean) * brightness.to(images)
 
 
 def one_cycle_lr(step: int, total: int, peak: float, warmup_fraction: float) -> float:
