@@ -1,4 +1,5 @@
-"""Every registered id: methods, segmenters, datasets and metrics (lazy targets, no torch here)."""
+"""Every registered id: methods, segmenters, supervisions, datasets and metrics (lazy targets,
+no torch here)."""
 
 from __future__ import annotations
 
@@ -66,15 +67,22 @@ METHODS.register(
 SEGMENTERS = Registry("segmenter")
 SEGMENTERS.register(
     "deeplabv3plus",
-    "owsbench.methods.nn.smp_segmenter:SmpSegmenter",
+    "owsbench.segmenters.smp_models:SmpSegmenter",
     "DeepLabV3+ with a ResNet-18 encoder (segmentation-models-pytorch, random init)",
 )
 SEGMENTERS.register(
     "erfnet",
-    "owsbench.methods.nn.erfnet:ERFNetSegmenter",
+    "owsbench.segmenters.erfnet:ERFNetSegmenter",
     "ERFNet (Romera et al. 2018), pure torch, random init",
 )
 DEFAULT_SEGMENTER = "deeplabv3plus"
+
+SUPERVISIONS = Registry("supervision")
+SUPERVISIONS.register(
+    "full",
+    "owsbench.training.supervision:FullSupervision",
+    "dense labels: cross-entropy over every labelled pixel (void ignored)",
+)
 
 DATASETS = Registry("dataset")
 DATASETS.register(

@@ -41,7 +41,7 @@ from owsbench.evaluate import (
 )
 from owsbench.fits import Fit, FitCache
 from owsbench.methods.base import FitContext, Method, PosthocMethod
-from owsbench.methods.nn.training import train_segmenter
+from owsbench.training.segmenter import train_segmenter
 from owsbench.metrics import METRIC_VERSION
 from owsbench.results import ResultsStore, row_key
 from owsbench.score_eval import THRESHOLD_RULE, component_metrics

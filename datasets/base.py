@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -63,6 +63,8 @@ class Dataset(ABC):
     # SMIYC component metrics: predicted components below the first size and ground-truth
     # components below the second (pixels) are dropped / made void; 0 = keep all.
     component_size_filters: ClassVar[tuple[int, int]] = (0, 0)
+    # a labelled split for choices made during fits (validation); never one of eval_splits
+    validation_split: ClassVar[str | None] = None
 
     def __init__(self, root: Path, preset: str = "default") -> None:
         self.root = Path(root)
@@ -83,6 +85,11 @@ class Dataset(ABC):
     def fingerprint(self) -> str:
         """A string that changes whenever the data changes (used in cache keys)."""
         return self.name
+
+    def outlier_source(self) -> Any | None:
+        """Cut-outs for outlier exposure (an ``ObjectSource``) when the dataset has some, else
+        None (the default)."""
+        return None
 
     def check(self, progress: bool = True) -> list[str]:
         """Validate the data on disk; return warnings, raise ``BadInput`` on a problem."""

@@ -90,6 +90,7 @@ class BDDAnomaly(FileDataset):
     train_on: ClassVar[str] = "bdd-anomaly"
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
     eval_splits: ClassVar[tuple[str, ...]] = ("test",)
+    validation_split: ClassVar[str | None] = "val"
     expected_counts: ClassVar[dict[str, int]] = {"train": 6280, "val": 910, "test": 810}
     PAPER_COUNTS: ClassVar[dict[str, int]] = {"train": 6688, "val": 951, "test": 361}
     layout: ClassVar[str] = (

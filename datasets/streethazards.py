@@ -96,6 +96,7 @@ class StreetHazards(FileDataset):
     train_on: ClassVar[str] = "streethazards"
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
     eval_splits: ClassVar[tuple[str, ...]] = ("test",)
+    validation_split: ClassVar[str | None] = "val"
     expected_counts: ClassVar[dict[str, int]] = {"train": 5125, "val": 1031, "test": 1500}
     layout: ClassVar[str] = (
         "streethazards/train/images/{training,validation}/<town>/*.png\n"

@@ -144,6 +144,7 @@ class SynthStreets(Dataset):
     train_on: ClassVar[str] = "synthstreets"
     splits: ClassVar[tuple[str, ...]] = SPLITS
     eval_splits: ClassVar[tuple[str, ...]] = ("test",)
+    validation_split: ClassVar[str | None] = "val"
     description: ClassVar[str] = (
         "Procedural road scenes in the Cityscapes 19-class trainId space (road, sidewalk, "
         "building, wall, fence, pole, traffic light/sign, vegetation, terrain, sky, person, car, "

@@ -72,7 +72,8 @@ from tqdm.auto import tqdm
 
 from owsbench.datasets.base import VOID, Split
 from owsbench.errors import BadInput
-from owsbench.methods.base import FitContext, PosthocMethod, SegmenterOutput, image_batch
+from owsbench.methods.base import FitContext, PosthocMethod, image_batch
+from owsbench.segmenters.base import SegmenterOutput
 from owsbench.methods.fre import features_to_logits, pad_multiple
 from owsbench.methods.nn.outlier_exposure import (
     PasteFields,

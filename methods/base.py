@@ -21,19 +21,13 @@ import numpy as np
 import torch
 
 from owsbench.datasets.base import Split
+from owsbench.segmenters.base import SegmenterOutput
+from owsbench.training.loop import TrainLog
 
 
 @dataclass(frozen=True)
 class NoConfig:
     """Config of a method that has no hyperparameters."""
-
-
-@dataclass
-class SegmenterOutput:
-    """What one segmenter forward pass yields: logits ``(B, K, h, w)`` and named features."""
-
-    logits: torch.Tensor
-    features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,18 +65,34 @@ class FitContext:
 
 
 class Method(ABC):
-    """Base class of every method (see module docstring)."""
+    """Base class of every method (see module docstring).
+
+    Declared properties the runner reads: ``shares_segmenter`` (post-hoc: scored from a shared
+    segmenter's forward pass; else the method owns its model and its config takes the preset's
+    training sizes), ``inference_fields`` (config fields that only change inference: left out of
+    the fit's cache key, so trying another value reuses the checkpoint) and ``preset_values``
+    (per preset name, config values of this class and its subclasses, e.g. the paper recipe).
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type] = NoConfig
-    kind: ClassVar[str] = "trained"
+    shares_segmenter: ClassVar[bool] = False
     summary: ClassVar[str] = ""
-    # config fields that only change inference: left out of the fit's cache key, so trying
-    # another value reuses the checkpoint
     inference_fields: ClassVar[tuple[str, ...]] = ()
+    preset_values: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()
+        self.train_log: TrainLog | None = None  # the training curve of the last fit
+        self.fit_report: dict[str, Any] = {}  # choices made during the fit (reaches rows)
+
+    def fit_meta(self) -> dict[str, Any]:
+        """What a fit leaves besides its state (stored with the checkpoint): the training curve
+        (``train_loss``, ``lr``, ``validation``) and ``report``."""
+        extra = self.train_log.meta() if self.train_log is not None else {}
+        if self.fit_report:
+            extra["report"] = dict(self.fit_report)
+        return extra
 
     def fit(self, train: Split, ctx: FitContext) -> None:  # noqa: B027 - optional hook
         """Fit on the training split; the default does nothing."""
@@ -107,7 +117,7 @@ class Method(ABC):
 class PosthocMethod(Method):
     """A score computed from a shared segmenter's outputs (logits, optionally features)."""
 
-    kind: ClassVar[str] = "posthoc"
+    shares_segmenter: ClassVar[bool] = True
     needs_fit: ClassVar[bool] = False  # True when fit() gathers statistics over the train split
 
     def __init__(self, config: Any | None = None, segmenter: torch.nn.Module | None = None) -> None:

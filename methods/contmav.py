@@ -147,7 +147,6 @@ class ContMAV(Method):
 
     name: ClassVar[str] = "contmav"
     Config: ClassVar[type] = ContMAVConfig
-    kind: ClassVar[str] = "trained"
     summary: ClassVar[str] = (
         "ContMAV (CVPR 2024): two-decoder network trained with objectosphere, MAV feature and "
         "contrastive losses; anomaly = (contrastive-norm + Gaussian-MAV) unknown score"

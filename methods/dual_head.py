@@ -11,7 +11,7 @@ Exposure" (ICLR 2019) applied to segmentation by pasting outlier objects into tr
 in Chan, Rottmann and Gottschalk, "Entropy Maximization and Meta Classification for
 Out-of-Distribution Detection in Semantic Segmentation" (ICCV 2021).
 
-Network: the shared closed-set segmenter (:class:`~owsbench.methods.nn.smp_segmenter.SmpSegmenter`,
+Network: the shared closed-set segmenter (:class:`~owsbench.segmenters.smp_models.SmpSegmenter`,
 DeepLabV3+ with a ResNet-18 encoder, ``encoder_weights=None``) whose decoder output (the
 ASPP-fused stride-4 features, ``features["decoder"]``) feeds both its semantic head (1x1 conv to
 ``K`` logits ``z``) and a second head: ``3x3 conv (C -> anomaly_head_channels) + BN + ReLU``,
@@ -65,7 +65,8 @@ from owsbench.methods.nn.outlier_exposure import (
     require_source,
     split_outlier_labels,
 )
-from owsbench.methods.nn.smp_segmenter import SegmenterConfig, SmpSegmenter
+from owsbench.segmenters.base import SegmenterConfig
+from owsbench.segmenters.smp_models import SmpSegmenter
 from owsbench.methods.nn.training import TrainLog, augment, frame_order, one_cycle_lr
 
 
@@ -159,7 +160,6 @@ class DualHead(Method):
 
     name: ClassVar[str] = "dual-head"
     Config: ClassVar[type] = DualHeadConfig
-    kind: ClassVar[str] = "trained"
     summary: ClassVar[str] = (
         "DeepLabV3+ with a semantic head and a binary anomaly head trained jointly on "
         "outlier-exposure pastes (CE + weighted BCE); anomaly = sigmoid(anomaly logit)"

@@ -37,7 +37,6 @@ Deliberate deviations from the sources:
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 from dataclasses import dataclass
@@ -62,16 +61,8 @@ from owsbench.methods.base import (
 
 
 def pad_multiple(segmenter: torch.nn.Module | None) -> int | None:
-    """The multiple a segmenter pads its input to (its ``OUTPUT_STRIDE``), when it is known.
-
-    Read from an ``output_stride`` attribute of the module, else from the ``OUTPUT_STRIDE``
-    constant of the module that defines its class (``smp_segmenter``: 32, ``erfnet``: 8).
-    """
-    if segmenter is None:
-        return None
+    """The multiple a segmenter pads its input to (``Segmenter.output_stride``), when known."""
     value = getattr(segmenter, "output_stride", None)
-    if value is None:
-        value = getattr(inspect.getmodule(type(segmenter)), "OUTPUT_STRIDE", None)
     return int(value) if value else None
 
 
@@ -82,7 +73,7 @@ def padded_size(
 
     Segmenters replicate-pad their (scaled) input at the bottom and right to a multiple of
     ``multiple`` and return features over that padded extent but logits cropped to ``size``
-    (``methods/nn/padding.py``). With ``multiple`` unknown, the stride is taken as the smallest
+    (``segmenters/inputs.py``). With ``multiple`` unknown, the stride is taken as the smallest
     power of two ``s`` with ``feature_size * s >= size`` in both dimensions.
     """
     height, width = size

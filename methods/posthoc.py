@@ -25,7 +25,8 @@ from typing import ClassVar
 
 import torch
 
-from owsbench.methods.base import PosthocMethod, SegmenterOutput
+from owsbench.methods.base import PosthocMethod
+from owsbench.segmenters.base import SegmenterOutput
 
 
 def _float(logits: torch.Tensor) -> torch.Tensor:

@@ -25,10 +25,11 @@ from owsbench.methods.anomaly_head import (
     masked_bce,
     semantic_statistics,
 )
-from owsbench.methods.base import FitContext, SegmenterOutput, image_batch
+from owsbench.methods.base import FitContext, image_batch
+from owsbench.segmenters.base import SegmenterOutput
 from owsbench.methods.fre import features_to_logits
 from owsbench.methods.nn.outlier_exposure import PasteConfig, outlier_batch, split_outlier_labels
-from owsbench.methods.nn.smp_segmenter import SegmenterConfig, SmpSegmenter
+from owsbench.segmenters.smp_models import SegmenterConfig, SmpSegmenter
 from owsbench.runner import Runner
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from owsbench.config import apply_overrides, load_config_file, parse_method, parse_seeds, split_ids
 from owsbench.errors import BadInput
-from owsbench.methods.nn.smp_segmenter import SegmenterConfig
+from owsbench.segmenters.base import SegmenterConfig
 
 
 def owsbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

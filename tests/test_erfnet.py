@@ -12,8 +12,8 @@ import torch
 from dataset_fixtures import TinySplit
 
 from owsbench.errors import BadInput
-from owsbench.methods.nn.erfnet import ERFNetConfig, ERFNetSegmenter
-from owsbench.methods.nn.training import train_segmenter
+from owsbench.segmenters.erfnet import ERFNetConfig, ERFNetSegmenter
+from owsbench.training.segmenter import train_segmenter
 
 
 @pytest.mark.parametrize(("height", "width"), [(64, 128), (17, 31)])

@@ -12,7 +12,8 @@ from dataset_fixtures import ListSplit
 
 from owsbench.datasets.base import Frame
 from owsbench.errors import BadInput
-from owsbench.methods.base import FitContext, SegmenterOutput, image_batch
+from owsbench.methods.base import FitContext, image_batch
+from owsbench.segmenters.base import SegmenterOutput
 from owsbench.methods.fre import (
     FRE,
     features_to_logits,
@@ -213,7 +214,7 @@ def test_features_line_up_with_cropped_logits():
 
 
 def test_real_segmenter_padding_and_score_shape(tmp_path):
-    from owsbench.methods.nn.smp_segmenter import SegmenterConfig, SmpSegmenter
+    from owsbench.segmenters.smp_models import SegmenterConfig, SmpSegmenter
 
     torch.manual_seed(0)
     segmenter = SmpSegmenter(SegmenterConfig(), num_classes=3).eval()

@@ -19,8 +19,8 @@ from owsbench.methods.nn.outlier_exposure import (
     require_source,
     split_outlier_labels,
 )
-from owsbench.methods.nn.smp_segmenter import SegmenterConfig
-from owsbench.methods.nn.training import augment
+from owsbench.segmenters.base import SegmenterConfig
+from owsbench.training.batches import augment
 
 
 def _frame(seed: int) -> Frame:

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from owsbench.methods.base import SegmenterOutput
+from owsbench.segmenters.base import SegmenterOutput
 from owsbench.methods.posthoc import (
     MSP,
     Energy,

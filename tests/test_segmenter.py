@@ -7,8 +7,8 @@ import pytest
 import torch
 from dataset_fixtures import TinySplit
 
-from owsbench.methods.nn.smp_segmenter import SegmenterConfig, SmpSegmenter
-from owsbench.methods.nn.training import train_segmenter
+from owsbench.segmenters.smp_models import SegmenterConfig, SmpSegmenter
+from owsbench.training.segmenter import train_segmenter
 
 
 @pytest.mark.parametrize(("height", "width"), [(64, 128), (45, 83), (72, 128)])

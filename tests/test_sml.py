@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from dataset_fixtures import ListSplit
 
 from owsbench.datasets.base import Frame
-from owsbench.methods.base import FitContext, Prediction, SegmenterOutput, image_batch
+from owsbench.methods.base import FitContext, Prediction, image_batch
+from owsbench.segmenters.base import SegmenterOutput
 from owsbench.methods.sml import (
     SML,
     SMLStatistics,

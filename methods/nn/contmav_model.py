@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from owsbench.methods.nn.erfnet import NonBottleneck1D
-from owsbench.methods.nn.padding import prepare_input, register_imagenet_stats
+from owsbench.segmenters.erfnet import NonBottleneck1D
+from owsbench.segmenters.inputs import prepare_input, register_imagenet_stats
 
 OUTPUT_STRIDE = 32  # inputs are padded to a multiple of this (the deepest encoder stage)
 

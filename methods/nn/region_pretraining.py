@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from owsbench.methods.nn.crops import UNKNOWN, CropBank
 from owsbench.methods.nn.infonce import LabelledQueue, infonce_loss
-from owsbench.methods.nn.padding import register_imagenet_stats
+from owsbench.segmenters.inputs import register_imagenet_stats
 from owsbench.methods.nn.synco import SynCoConfig, directional_negatives
 from owsbench.methods.nn.training import jitter_brightness_contrast, one_cycle_lr
 

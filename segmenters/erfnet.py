@@ -39,17 +39,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from owsbench.errors import BadInput
-from owsbench.methods.base import SegmenterOutput
-from owsbench.methods.nn.padding import prepare_input, read_weights_file, register_imagenet_stats
-from owsbench.methods.nn.smp_segmenter import SegmenterConfig
-
-OUTPUT_STRIDE = 8  # three stride-2 downsamplers
+from owsbench.segmenters.base import Segmenter, SegmenterConfig, SegmenterOutput
+from owsbench.segmenters.inputs import prepare_input, register_imagenet_stats
+from owsbench.segmenters.weights import load_matching_weights, read_weights_file
 BN_EPS = 1e-3  # as in the official code
 
 
@@ -165,18 +164,19 @@ class Decoder(nn.Module):
         return self.output_conv(self.features(x))
 
 
-class ERFNetSegmenter(nn.Module):
+class ERFNetSegmenter(Segmenter):
     """ERFNet that takes ``[0, 1]`` RGB images and returns logits and features.
 
     Features: ``"encoder"`` (the encoder output, 128 channels at 1/8) and ``"decoder"`` (the
     last decoder block before ``output_conv``, 16 channels at 1/2); both keep the padded extent.
     """
 
-    Config = ERFNetConfig
+    Config: ClassVar[type] = ERFNetConfig
+    output_stride: ClassVar[int] = 8  # three stride-2 downsamplers
+    feature_names: ClassVar[tuple[str, ...]] = ("encoder", "decoder")
 
     def __init__(self, config: SegmenterConfig, num_classes: int) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config, num_classes)
         dropout = getattr(config, "dropout", ERFNetConfig.dropout)
         if len(dropout) != 2 or not all(0.0 <= p < 1.0 for p in dropout):
             raise BadInput(f"erfnet dropout must be two rates in [0, 1), got {dropout!r}")
@@ -187,21 +187,12 @@ class ERFNetSegmenter(nn.Module):
         register_imagenet_stats(self)
 
     def _load_local_weights(self, path: Path) -> None:
-        state = read_weights_file(path)
-        own = self.state_dict()
-        usable = {}
-        for key, value in state.items():
-            key = key.removeprefix("module.")
-            if key in own and own[key].shape == value.shape:
-                usable[key] = value
-        if not usable:
-            raise BadInput(f"no parameter of {path} matches the ERFNet model")
-        self.load_state_dict(usable, strict=False)
+        load_matching_weights(self, read_weights_file(path), f"{path} (ERFNet)")
 
     def forward(self, images: torch.Tensor) -> SegmenterOutput:
         """Logits at the (scaled) input size; any input size works (see ``prepare_input``)."""
         x, height, width = prepare_input(
-            images, self.mean, self.std, self.config.input_scale, OUTPUT_STRIDE
+            images, self.mean, self.std, self.config.input_scale, self.output_stride
         )
         encoded = self.encoder(x)
         decoded = self.decoder.features(encoded)

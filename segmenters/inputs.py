@@ -1,4 +1,4 @@
-"""Shared by the closed-set segmenters: input scaling, normalisation, padding; local weights.
+"""Shared by the closed-set segmenters: input scaling, normalisation, padding.
 
 Every segmenter takes ``[0, 1]`` RGB images of any size. They are resized by the config's
 ``input_scale``, normalised with the ImageNet mean and std, and replicate-padded at the bottom
@@ -8,13 +8,9 @@ and right to a multiple of the network's output stride; the logits are cropped b
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from owsbench.errors import BadInput
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,17 +45,3 @@ def prepare_input(
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     return x, height, width
-
-
-def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """A local weights file the user named (never downloaded): its state_dict.
-
-    Accepts a bare state_dict or a checkpoint holding one under ``"state_dict"``; ``BadInput``
-    when the file is missing.
-    """
-    if not path.is_file():
-        raise BadInput(f"weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    return state

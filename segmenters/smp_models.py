@@ -7,51 +7,32 @@ network). Pretrained weights are only ever read from a local file the user names
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
 from owsbench.errors import BadInput
-from owsbench.methods.base import SegmenterOutput
-from owsbench.methods.nn.padding import prepare_input, read_weights_file, register_imagenet_stats
-
-OUTPUT_STRIDE = 32  # inputs are padded to a multiple of this (the deepest encoder stage)
-
-
-@dataclass(frozen=True)
-class SegmenterConfig:
-    """Architecture and training recipe of a closed-set segmenter (hashed into its cache key)."""
-
-    arch: str = "deeplabv3plus"
-    encoder: str = "resnet18"
-    weights_path: str | None = None  # local state_dict file; never downloaded
-    steps: int = 600
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.1  # one-cycle schedule: linear warm-up, then cosine decay
-    crop: tuple[int, int] | None = None  # training crop (h, w); None = the frame size
-    scale_range: tuple[float, float] = (0.75, 1.5)
-    hflip: bool = True
-    color_jitter: float = 0.25  # max relative change of brightness and contrast
-    input_scale: float = 1.0  # images are resized by this factor before the network
+from owsbench.segmenters.base import Segmenter, SegmenterConfig, SegmenterOutput
+from owsbench.segmenters.inputs import prepare_input, register_imagenet_stats
+from owsbench.segmenters.weights import load_matching_weights, read_weights_file
 
 
-class SmpSegmenter(nn.Module):
+class SmpSegmenter(Segmenter):
     """An smp model that takes ``[0, 1]`` RGB images and returns logits and features.
 
     Features: ``"encoder"`` (the deepest encoder stage) and ``"decoder"`` (the decoder output
     before the segmentation head, e.g. DeepLabV3+'s ASPP-fused features).
     """
 
-    Config = SegmenterConfig
+    Config: ClassVar[type] = SegmenterConfig
+    output_stride: ClassVar[int] = 32  # inputs are padded to a multiple of the deepest stage's
+    feature_names: ClassVar[tuple[str, ...]] = ("encoder", "decoder")
 
     def __init__(self, config: SegmenterConfig, num_classes: int) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config, num_classes)
         try:
             self.model = smp.create_model(
                 config.arch, encoder_name=config.encoder, encoder_weights=None, classes=num_classes
@@ -63,13 +44,12 @@ class SmpSegmenter(nn.Module):
         register_imagenet_stats(self)
 
     def _load_local_weights(self, path: Path) -> None:
+        """A whole-model state_dict, or (no ``encoder.``/``decoder.`` keys) an encoder's."""
         state = read_weights_file(path)
         target = self.model
-        if not any(k.startswith(("encoder.", "decoder.")) for k in state):
+        if not any(k.removeprefix("module.").startswith(("encoder.", "decoder.")) for k in state):
             target = self.model.encoder
-        missing, _ = target.load_state_dict(state, strict=False)
-        if len(missing) == len(target.state_dict()):
-            raise BadInput(f"no parameter of {path} matches the {self.config.encoder} model")
+        load_matching_weights(target, state, f"{path} ({self.config.encoder})")
 
     def forward(self, images: torch.Tensor) -> SegmenterOutput:
         """Logits at the (scaled) input size; any input size works.
@@ -80,7 +60,7 @@ class SmpSegmenter(nn.Module):
         extent.
         """
         x, height, width = prepare_input(
-            images, self.mean, self.std, self.config.input_scale, OUTPUT_STRIDE
+            images, self.mean, self.std, self.config.input_scale, self.output_stride
         )
         features = self.model.encoder(x)
         decoded = self.model.decoder(features)

@@ -1,0 +1,211 @@
+"""The training loop every fit runs: ``Loop(recipe, ...).run(params, source, supervision)``.
+
+Per step ``s`` of ``recipe.steps``: the next indices of the data order (``frame_order``: a seeded
+permutation per epoch; or any sampler with its signature), the supervision's batch of those
+items (``Supervision.batch``), the shared augmentation when the loop has an ``augmentation``
+config, the batch on the device, the learning rate ``one_cycle_lr(s)``, the supervision's loss
+terms (``Supervision.losses``; ``"total"`` is minimised), ``zero_grad``, ``backward``, optional
+gradient-norm clipping, ``optimizer.step()``, then the log (total loss, lr, every other term as a
+named scalar), the hooks' ``on_step`` and, every ``validate_every`` steps, the validation
+callback. Hooks also run ``before`` the first step and ``after`` the last.
+
+Every random draw comes from the loop's ``Streams`` (data order, batch contents such as
+outlier-exposure pastes, augmentation), so a seed fixes the whole fit; the global torch seed
+(weight init, dropout) is the caller's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from owsbench.errors import BadInput
+from owsbench.training.batches import AugmentConfig, Batch, augment, frame_order
+from owsbench.training.schedule import one_cycle_lr
+
+OPTIMIZERS = ("adamw", "sgd")
+Sampler = Callable[[int, int, int, np.random.Generator], Iterator[list[int]]]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimisation settings of one training phase.
+
+    ``optimizer``: ``"adamw"`` (``torch.optim.AdamW``) or ``"sgd"`` (with ``momentum``); ``lr`` is
+    the peak of the one-cycle schedule; ``grad_clip``: max L2 norm of all gradients (None: off).
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_fraction: float = 0.1
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    grad_clip: float | None = None
+
+    @classmethod
+    def of(cls, config: Any, **overrides: Any) -> Recipe:
+        """The recipe read from the same-named fields of ``config`` (any dataclass config),
+        then ``overrides``; fields the config lacks keep their defaults."""
+        values = {f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)}
+        return cls(**{**values, **overrides})
+
+    def build_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(
+                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+        raise BadInput(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+@dataclass
+class Streams:
+    """The random streams of a fit: data ``order``, ``batch`` contents (e.g. pastes) and
+    ``augment`` (a torch generator). ``order`` and ``batch`` may be one generator."""
+
+    order: np.random.Generator
+    batch: np.random.Generator
+    augment: torch.Generator
+
+    @classmethod
+    def seeded(cls, seed: int) -> Streams:
+        """One numpy generator ``default_rng(seed)`` for order and batches, a torch generator
+        seeded with ``seed``."""
+        rng = np.random.default_rng(seed)
+        return cls(order=rng, batch=rng, augment=torch.Generator().manual_seed(seed))
+
+    @classmethod
+    def derived(cls, rng: np.random.Generator) -> Streams:
+        """``rng`` for order and batches, a torch generator seeded from ``rng``'s first draw."""
+        return cls(rng, rng, torch.Generator().manual_seed(int(rng.integers(2**62))))
+
+
+@dataclass
+class TrainLog:
+    """The training curve: per step the total loss, the lr and every other loss term (NaN at
+    steps where a term was absent); ``validation``: ``{"step": s, **metrics}`` records."""
+
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    scalars: dict[str, list[float]] = field(default_factory=dict)
+    validation: list[dict[str, float]] = field(default_factory=list)
+
+    def record(self, lr: float, terms: dict[str, torch.Tensor]) -> None:
+        step = len(self.loss)
+        self.loss.append(terms["total"].item())
+        self.lr.append(lr)
+        for name, value in terms.items():
+            if name != "total":
+                self.scalars.setdefault(name, [math.nan] * step).append(value.item())
+        for values in self.scalars.values():
+            values.extend([math.nan] * (step + 1 - len(values)))
+
+    def meta(self) -> dict[str, Any]:
+        """What the fit cache stores of the curve (``train_loss``, ``lr``, ``validation``)."""
+        extra: dict[str, Any] = {"train_loss": self.loss, "lr": self.lr}
+        if self.validation:
+            extra["validation"] = self.validation
+        return extra
+
+
+class Hook:
+    """Code that runs around a loop: ``before`` the first step, ``on_step`` after every
+    optimiser step (``terms`` are that step's loss terms), ``after`` the last step."""
+
+    def before(self, loop: Loop) -> None:
+        """Runs once before the first step."""
+
+    def on_step(self, loop: Loop, step: int, terms: dict[str, torch.Tensor]) -> None:
+        """Runs after the optimiser step of ``step`` (0-based)."""
+
+    def after(self, loop: Loop) -> None:
+        """Runs once after the last step."""
+
+
+class Loop:
+    """One training phase (see the module docstring)."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        device: torch.device,
+        streams: Streams,
+        *,
+        augmentation: AugmentConfig | None = None,
+        hooks: Iterable[Hook] = (),
+        validate: Callable[[], dict[str, float]] | None = None,
+        validate_every: int | None = None,
+        sampler: Sampler = frame_order,
+        desc: str = "fit",
+        progress: bool = True,
+    ) -> None:
+        if recipe.steps < 0 or recipe.batch_size < 1:
+            raise BadInput(f"{desc}: steps must be >= 0 and batch_size >= 1")
+        self.recipe = recipe
+        self.device = device
+        self.streams = streams
+        self.augmentation = augmentation
+        self.hooks = list(hooks)
+        self.validate = validate
+        self.validate_every = validate_every
+        self.sampler = sampler
+        self.desc = desc
+        self.progress = progress
+        self.log = TrainLog()
+
+    def batches(self, source: Sequence, supervision: Any) -> Iterator[Batch]:
+        """The loop's batches, built lazily (so draws of order and batch streams interleave)."""
+        order = self.sampler(
+            len(source), self.recipe.steps, self.recipe.batch_size, self.streams.order
+        )
+        for indices in order:
+            batch = supervision.batch([source[i] for i in indices], self.streams.batch)
+            batch.indices = list(indices)
+            if self.augmentation is not None and batch.labels is not None:
+                batch.images, batch.labels = augment(
+                    batch.images, batch.labels, self.augmentation, self.streams.augment
+                )
+            yield batch.to(self.device)
+
+    def run(self, params: Iterable[torch.nn.Parameter], source: Sequence, supervision: Any):
+        """Train ``params`` on ``source`` (a split or any sequence the supervision batches);
+        return the ``TrainLog``."""
+        params = list(params)
+        optimizer = self.recipe.build_optimizer(params)
+        self.log = TrainLog()
+        for hook in self.hooks:
+            hook.before(self)
+        steps = self.recipe.steps
+        bar = tqdm(
+            self.batches(source, supervision), total=steps, desc=self.desc,
+            disable=not self.progress, leave=False,
+        )  # fmt: skip
+        for step, batch in enumerate(bar):
+            lr = one_cycle_lr(step, steps, self.recipe.lr, self.recipe.warmup_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            terms = supervision.losses(batch)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            if self.recipe.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, self.recipe.grad_clip)
+            optimizer.step()
+            self.log.record(lr, terms)
+            bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})
+            for hook in self.hooks:
+                hook.on_step(self, step, terms)
+            if self.validate is not None and self.validate_every:
+                if (step + 1) % self.validate_every == 0 or step + 1 == steps:
+                    self.log.validation.append({"step": step + 1, **self.validate()})
+        for hook in self.hooks:
+            hook.after(self)
+        return self.log

@@ -1,0 +1,73 @@
+"""What a training batch holds and which losses it gives: the ``Supervision`` contract.
+
+A supervision builds a :class:`~owsbench.training.batches.Batch` from the items the loop's data
+order picked (``batch``) and turns a batch (on the device, after augmentation) into named loss
+terms whose ``"total"`` the loop minimises (``losses``). Segmenter supervisions are registered by
+id in ``owsbench.catalog.SUPERVISIONS`` and chosen with ``segmenter: {supervision: ID}``; the id
+is a field of the segmenter's config, hence of its fit's cache key. Trained methods bring their
+own supervision (e.g. ContMAV's batch with outlier-exposure pastes and its four losses).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from owsbench.datasets.base import Frame
+from owsbench.methods.base import image_batch
+from owsbench.segmenters.base import Segmenter, SegmenterConfig, SegmenterOutput
+from owsbench.training.batches import Batch, check_label_range
+from owsbench.training.losses import labels_at, semantic_ce
+
+
+class Supervision(ABC):
+    """Batches and losses of one training phase (see the module docstring)."""
+
+    @abstractmethod
+    def batch(self, items: list, rng: np.random.Generator) -> Batch:
+        """The batch of ``items`` (frames of the training split, or any items the loop's source
+        holds); ``rng`` is the loop's batch stream."""
+
+    @abstractmethod
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Named loss terms of ``batch``; ``"total"`` is minimised."""
+
+
+class SegmenterSupervision(Supervision):
+    """A supervision of a closed-set segmenter: built as ``cls(model, config)``; ``losses`` runs
+    the model and hands its output to ``output_losses``. Subclasses give ``name`` and
+    ``output_losses`` (and ``batch`` when a batch holds more than dense labels)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, model: Segmenter, config: SegmenterConfig) -> None:
+        self.model = model
+        self.config = config
+
+    def batch(self, items: list[Frame], rng: np.random.Generator) -> Batch:
+        """Images and dense semantic labels, checked against the model's class count."""
+        images = image_batch([f.image for f in items])
+        labels = torch.from_numpy(np.stack([f.semantic for f in items])).long()
+        check_label_range(labels, self.model.num_classes, f"supervision {self.name}")
+        return Batch(images=images, labels=labels)
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.output_losses(self.model(batch.images), batch)
+
+    @abstractmethod
+    def output_losses(self, output: SegmenterOutput, batch: Batch) -> dict[str, torch.Tensor]:
+        """Named loss terms from the model's output on ``batch``."""
+
+
+class FullSupervision(SegmenterSupervision):
+    """``full``: dense labels, cross-entropy over every labelled pixel (void ignored); labels are
+    resized (nearest) to the logits when the model runs at a scaled resolution."""
+
+    name: ClassVar[str] = "full"
+
+    def output_losses(self, output: SegmenterOutput, batch: Batch) -> dict[str, torch.Tensor]:
+        labels = labels_at(batch.labels, output.logits.shape[-2:])
+        return {"total": semantic_ce(output.logits, labels)}

@@ -1,0 +1,86 @@
+"""The segmenter contract: config, forward -> ``SegmenterOutput``, output stride, features.
+
+A segmenter is an ``nn.Module`` built as ``cls(config, num_classes)``. Its forward maps ``[0, 1]``
+RGB images ``(B, 3, H, W)`` of any size to a :class:`SegmenterOutput` whose ``logits`` cover the
+(scaled) input exactly; post-hoc scores, metrics and every training supervision read only that.
+Mask-classification models (one class distribution and one mask per query) also fill
+``queries``; their ``logits`` are derived from the queries, so everything downstream works on
+them unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Architecture and training recipe of a closed-set segmenter (hashed into its cache key).
+
+    ``supervision`` names the training signal (``owsbench.catalog.SUPERVISIONS``; ``"full"`` =
+    cross-entropy on dense labels). ``grad_clip`` is the max L2 norm of the gradient (None: no
+    clipping); ``validate_every`` logs the validation mIoU every that many steps when the
+    training dataset declares a validation split (None: never).
+    """
+
+    arch: str = "deeplabv3plus"
+    encoder: str = "resnet18"
+    weights_path: str | None = None  # local state_dict file; never downloaded
+    supervision: str = "full"
+    steps: int = 600
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.1  # one-cycle schedule: linear warm-up, then cosine decay
+    grad_clip: float | None = None
+    validate_every: int | None = None
+    crop: tuple[int, int] | None = None  # training crop (h, w); None = the frame size
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    hflip: bool = True
+    color_jitter: float = 0.25  # max relative change of brightness and contrast
+    input_scale: float = 1.0  # images are resized by this factor before the network
+
+
+@dataclass
+class QueryOutputs:
+    """Per-query outputs of a mask-classification segmenter: ``class_logits`` ``(B, Q, K + 1)``
+    (the last class is "no object") and ``mask_logits`` ``(B, Q, h, w)``; ``auxiliary`` holds the
+    same pair from earlier blocks (deep supervision), earliest first."""
+
+    class_logits: torch.Tensor
+    mask_logits: torch.Tensor
+    auxiliary: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+
+@dataclass
+class SegmenterOutput:
+    """What one segmenter forward pass yields: logits ``(B, K, h, w)``, named features and, for
+    mask-classification models, the query outputs the logits were derived from."""
+
+    logits: torch.Tensor
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+    queries: QueryOutputs | None = None
+
+
+class Segmenter(nn.Module):
+    """Base class of every segmenter (see the module docstring).
+
+    ``output_stride``: the input is padded to a multiple of it (features keep the padded extent,
+    logits are cropped back); ``feature_names``: the keys of ``SegmenterOutput.features``.
+    """
+
+    Config: ClassVar[type] = SegmenterConfig
+    output_stride: ClassVar[int] = 1
+    feature_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: SegmenterConfig, num_classes: int) -> None:
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+
+    def forward(self, images: torch.Tensor) -> SegmenterOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
