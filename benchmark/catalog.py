@@ -137,14 +137,15 @@ DATASETS.register(
     "road-anomaly", "owsbench.datasets.road_anomaly:RoadAnomaly", "Road Anomaly (Lis et al.)"
 )
 
+# Metrics: derived from the metric specs (owsbench.metrics.specs), one entry per spec in display
+# order; each target resolves to the MetricSpec itself (the specs module's ``__getattr__``).
+from owsbench.metrics.specs import all_specs  # noqa: E402  (the specs import nothing heavy)
+
 METRICS = Registry("metric")
-METRICS.register("AP", "owsbench.metrics.pixel:AnomalyMetric", "average precision, step sum (↑)")
-METRICS.register("AUROC", "owsbench.metrics.pixel:AnomalyMetric", "area under ROC, trapezoid (↑)")
-METRICS.register(
-    "FPR95",
-    "owsbench.metrics.pixel:AnomalyMetric",
-    "FPR at the first threshold with TPR >= 0.95 (↓)",
-)
-METRICS.register(
-    "mIoU", "owsbench.metrics.semantic:SemanticMetric", "mean IoU over known classes present (↑)"
-)
+for _metric in all_specs():
+    METRICS.register(
+        _metric.name,
+        f"owsbench.metrics.specs:{_metric.name}",
+        f"{_metric.arrow} {_metric.level}: {_metric.summary}",
+    )
+del _metric

@@ -66,14 +66,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from owsbench.datasets.base import VOID, Split
+from owsbench.datasets.base import VOID, Frame, Split
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, PosthocMethod, image_batch
-from owsbench.segmenters.base import SegmenterOutput
 from owsbench.methods.fre import features_to_logits, pad_multiple
 from owsbench.methods.nn.outlier_exposure import (
     PasteFields,
@@ -81,7 +78,11 @@ from owsbench.methods.nn.outlier_exposure import (
     require_source,
     split_outlier_labels,
 )
-from owsbench.methods.nn.training import TrainLog, augment, frame_order, one_cycle_lr
+from owsbench.segmenters.base import SegmenterOutput
+from owsbench.training.batches import Batch
+from owsbench.training.loop import Loop, Recipe, Streams
+from owsbench.training.losses import labels_at, masked_bce
+from owsbench.training.supervision import Supervision
 
 STATISTICS = ("max_prob", "entropy", "energy", "msp", "max_logit")
 PROB_FLOOR = 1e-7  # clamp inside the entropy's log, as in the source code
@@ -99,21 +100,6 @@ def semantic_statistics(logits: torch.Tensor) -> torch.Tensor:
     entropy = -(p * p.clamp_min(PROB_FLOOR).log()).sum(dim=1)
     energy = -torch.logsumexp(z, dim=1)
     return torch.stack([max_prob, entropy, energy, 1.0 - max_prob, z.amax(dim=1)], dim=1)
-
-
-def masked_bce(logit: torch.Tensor, target: torch.Tensor, pos_weight: float) -> torch.Tensor:
-    """Mean BCE-with-logits over pixels whose ``target`` is not void, anomalies weighted.
-
-    ``logit``: ``(B, H, W)``; ``target``: ``(B, H, W)`` with ``1`` anomaly, ``0`` inlier, ``255``
-    void. ``sum_valid l / #valid`` with ``l`` as in the module docstring; void pixels contribute
-    nothing whatever their logit (even an infinite one); no valid pixel gives a zero loss.
-    """
-    valid = target != VOID
-    y = torch.where(valid, target, 0).to(logit.dtype)
-    weight = torch.as_tensor(pos_weight, dtype=logit.dtype, device=logit.device)
-    loss = F.binary_cross_entropy_with_logits(logit, y, pos_weight=weight, reduction="none")
-    loss = torch.where(valid, loss, torch.zeros_like(loss))
-    return loss.sum() / valid.sum().clamp_min(1)
 
 
 class PixelAnomalyHead(nn.Module):
@@ -171,6 +157,31 @@ class PixelAnomalyHead(nn.Module):
         return self.mlp(self.inputs(logits, features, multiple))[:, 0]
 
 
+class HeadObjective(Supervision):
+    """The head's training for the shared loop: outlier-exposure batches, the frozen
+    segmenter's outputs, the masked BCE of the head's logit; counts the anomalous and valid
+    target pixels seen (for the fit report)."""
+
+    def __init__(self, method: AnomalyHead, source: object) -> None:
+        self.method = method
+        self.source = source
+        self.anomalous = self.valid = 0
+
+    def batch(self, items: list[Frame], rng: np.random.Generator) -> Batch:
+        images, labels = outlier_batch(items, self.source, rng, self.method.config.paste_config())
+        return Batch(images=images, labels=labels)
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        _, target = split_outlier_labels(batch.labels)
+        with torch.no_grad():
+            outputs = self.method.segmenter(batch.images)
+        logit = self.method.head_logit(outputs)
+        target = labels_at(target, logit.shape[-2:])  # a segmenter with input_scale != 1
+        self.anomalous += int((target == 1).sum())
+        self.valid += int((target != VOID).sum())
+        return {"total": masked_bce(logit, target, self.method.config.pos_weight)}
+
+
 @dataclass(frozen=True)
 class AnomalyHeadConfig(PasteFields):
     """Training recipe of a stats-only head (fields named like ``SegmenterConfig``'s).
@@ -213,6 +224,8 @@ class AnomalyHead(PosthocMethod):
     hybrid: ClassVar[bool] = False
     needs_fit = True
     inference_fields = ("score_output",)
+    # the heads are post-hoc (not sized by the segmenter's recipe): a smoke size under quick
+    preset_values: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"steps": 60, "crop": (96, 96)}}
 
     def __init__(self, config: Any | None = None, segmenter: torch.nn.Module | None = None) -> None:
         super().__init__(config, segmenter)
@@ -224,8 +237,6 @@ class AnomalyHead(PosthocMethod):
         if cfg.pos_weight <= 0:
             raise BadInput(f"{self.name}: pos_weight must be positive")
         self.head: PixelAnomalyHead | None = None
-        self.train_log = TrainLog(loss=[], lr=[])
-        self.fit_report: dict[str, Any] = {}
 
     # -- pieces -----------------------------------------------------------------------------
     def build_head(self, feature_channels: int | None) -> PixelAnomalyHead:
@@ -263,62 +274,28 @@ class AnomalyHead(PosthocMethod):
             raise BadInput(f"{self.name}: empty training split")
         source = require_source(self.name, ctx.outlier_source)
         cfg = self.config
-        device = ctx.device
-        rng = np.random.default_rng(ctx.seed)
-        generator = torch.Generator().manual_seed(ctx.seed)
-        paste = cfg.paste_config()
+        streams = Streams.seeded(ctx.seed)
         was_training = self.segmenter.training
         self.segmenter.eval()
-        anomalous = valid_total = 0
         try:
             channels = None
             if self.hybrid:
                 with torch.inference_mode():
-                    probe = self.segmenter(image_batch([train[0].image], device))
+                    probe = self.segmenter(image_batch([train[0].image], ctx.device))
                 channels = self.feature_map(probe).shape[1]
             torch.manual_seed(ctx.seed)
-            self.head = self.build_head(channels).to(device).train()
-            optimizer = torch.optim.AdamW(
-                self.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-            )
-            self.train_log = TrainLog(loss=[], lr=[])
-            order = frame_order(len(train), cfg.steps, cfg.batch_size, rng)
-            bar = tqdm(
-                order,
-                total=cfg.steps,
-                desc=f"fit {self.name}",
-                disable=not ctx.progress,
-                leave=False,
-            )
-            for step, indices in enumerate(bar):
-                images, labels = outlier_batch([train[i] for i in indices], source, rng, paste)
-                images, labels = augment(images, labels, cfg, generator)
-                _, target = split_outlier_labels(labels)
-                lr = one_cycle_lr(step, cfg.steps, cfg.lr, cfg.warmup_fraction)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.no_grad():
-                    outputs = self.segmenter(images.to(device))
-                logit = self.head_logit(outputs)
-                if logit.shape[-2:] != target.shape[-2:]:  # a segmenter with input_scale != 1
-                    target = F.interpolate(
-                        target[:, None].float(), size=logit.shape[-2:], mode="nearest"
-                    )[:, 0].long()
-                target = target.to(device)
-                loss = masked_bce(logit, target, cfg.pos_weight)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                anomalous += int((target == 1).sum())
-                valid_total += int((target != VOID).sum())
-                self.train_log.loss.append(loss.item())
-                self.train_log.lr.append(lr)
-                bar.set_postfix(loss=f"{self.train_log.loss[-1]:.3f}")
+            self.head = self.build_head(channels).to(ctx.device).train()
+            objective = HeadObjective(self, source)
+            loop = Loop(
+                Recipe.of(cfg), ctx.device, streams, augmentation=cfg, desc=f"fit {self.name}",
+                progress=ctx.progress,
+            )  # fmt: skip
+            self.train_log = loop.run(self.head.parameters(), train, objective)
         finally:
             self.segmenter.train(was_training)
         self.head.eval()
         self.fit_report = {
-            "oe_anomaly_pixel_fraction": anomalous / max(1, valid_total),
+            "oe_anomaly_pixel_fraction": objective.anomalous / max(1, objective.valid),
             "final_loss": float(np.mean(self.train_log.loss[-10:])),
         }
 

@@ -63,9 +63,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from owsbench.datasets.base import VOID, Frame, Split
+from owsbench.datasets.base import Frame, Split
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, Method, Prediction, image_batch
 from owsbench.methods.nn.contmav_losses import (
@@ -82,9 +81,23 @@ from owsbench.methods.nn.contmav_losses import (
 from owsbench.methods.nn.contmav_model import ContMAVNet
 from owsbench.methods.nn.discovery import NovelClassDiscovery
 from owsbench.methods.nn.outlier_exposure import OUTLIER, split_outlier_labels
-from owsbench.methods.nn.training import TrainLog, augment, frame_order, one_cycle_lr
+from owsbench.training.batches import Batch, check_label_range
+from owsbench.training.loop import Hook, Loop, Recipe, Streams
+from owsbench.training.supervision import Supervision
 
 SCORES = ("unknown", "semantic", "contrastive")
+# ContMAV as in the paper and the official code (PRBonn/ContMAV src/args.py, README): 500 epochs,
+# batch 8, 512x1024 crops after rescaling by [0.5, 2.0], decoders (512, 256, 128) with three
+# NonBottleneck1D blocks per module, lr 1e-4 (the code's default for batch 8; 0.004, sometimes
+# quoted, is not in the code). GPU-scale: use it with real datasets (synthstreets has no paper
+# size). Applied under the ``paper`` preset to ContMAV and every subclass.
+CONTMAV_PAPER: dict[str, Any] = {
+    "epochs": 500,
+    "scale_range": (0.5, 2.0),
+    "decoder_channels": (512, 256, 128),
+    "decoder_blocks": 3,
+    "lr": 1e-4,
+}
 GAUSSIANS = ("official", "per-dim")
 
 
@@ -151,6 +164,7 @@ class ContMAV(Method):
         "ContMAV (CVPR 2024): two-decoder network trained with objectosphere, MAV feature and "
         "contrastive losses; anomaly = (contrastive-norm + Gaussian-MAV) unknown score"
     )
+    preset_values: ClassVar[dict[str, dict[str, Any]]] = {"paper": CONTMAV_PAPER}
     inference_fields: ClassVar[tuple[str, ...]] = (
         "radius",
         "score",
@@ -178,7 +192,6 @@ class ContMAV(Method):
         )
         self.model = self._build()
         self.stats = ClassStats.empty(cfg.num_classes)
-        self.train_log = TrainLog(loss=[], lr=[])
         # novel-class discovery state: persists across predict calls, reset by start_split
         self.discovery: NovelClassDiscovery | None = None
         if cfg.discovery:
@@ -252,6 +265,12 @@ class ContMAV(Method):
     def after_fit(self, train: Split, ctx: FitContext) -> None:  # noqa: B027 - optional hook
         """Runs once the main training and the final MAVs are done."""
 
+    def total_steps(self, train: Split) -> tuple[int, int]:
+        """``(total steps, steps per MAV epoch)`` of the main training."""
+        cfg: ContMAVConfig = self.config
+        epoch_steps = cfg.epoch_steps or math.ceil(len(train) / cfg.batch_size)
+        return (cfg.steps if cfg.epochs is None else cfg.epochs * epoch_steps), epoch_steps
+
     def fit(self, train: Split, ctx: FitContext) -> None:
         cfg: ContMAVConfig = self.config
         if len(train) == 0:
@@ -260,47 +279,18 @@ class ContMAV(Method):
         self.model = self._build().to(ctx.device).train()
         self.before_training(train, ctx)
         self.model.train()
-        rng = np.random.default_rng(ctx.seed)
-        generator = torch.Generator().manual_seed(ctx.seed)
-        optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        total, epoch_steps = self.total_steps(train)
+        objective = ContMAVObjective(self, ctx, epoch_steps)
+        loop = Loop(
+            Recipe.of(cfg, steps=total),
+            ctx.device,
+            Streams.seeded(ctx.seed),
+            augmentation=cfg,
+            hooks=[objective],
+            desc=f"fit {self.name}",
+            progress=ctx.progress,
         )
-        epoch_steps = cfg.epoch_steps or math.ceil(len(train) / cfg.batch_size)
-        total = cfg.steps if cfg.epochs is None else cfg.epochs * epoch_steps
-        accumulator = MAVAccumulator(cfg.num_classes)
-        stats: ClassStats | None = None
-        self.train_log = TrainLog(loss=[], lr=[])
-        order = frame_order(len(train), total, cfg.batch_size, rng)
-        bar = tqdm(
-            order, total=total, desc=f"fit {self.name}", disable=not ctx.progress, leave=False
-        )
-        for step, indices in enumerate(bar):
-            if step > 0 and step % epoch_steps == 0:
-                stats = accumulator.finalize(stats)
-            images, labels = self.training_batch([train[i] for i in indices], ctx, rng)
-            bad = (labels < 0) | ((labels >= cfg.num_classes) & (labels != VOID))
-            bad &= labels != OUTLIER
-            if bad.any():
-                raise BadInput(
-                    f"{self.name}: label {int(labels[bad][0])} outside 0..{cfg.num_classes - 1}; "
-                    "set num_classes to the training set's class count"
-                )
-            images, labels = augment(images, labels, cfg, generator)
-            semantic, anomaly = split_outlier_labels(labels.to(ctx.device))
-            lr = one_cycle_lr(step, total, cfg.lr, cfg.warmup_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            outputs = self.model(images.to(ctx.device))
-            accumulator.update(outputs[0], semantic)
-            terms = self.step_losses(outputs, semantic, anomaly, stats)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
-            self.train_log.loss.append(terms["total"].item())
-            self.train_log.lr.append(lr)
-            bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})
-        self.stats = accumulator.finalize(stats)
-        self.model.eval()
+        self.train_log = loop.run(self.model.parameters(), train, objective)
         self.after_fit(train, ctx)
 
     def scores(self, logits: torch.Tensor, emb: torch.Tensor) -> UnknownScore:
@@ -371,6 +361,39 @@ class ContMAV(Method):
             state["mav_variances"].float(),
             state["mav_counts"].float(),
         )
+
+
+class ContMAVObjective(Supervision, Hook):
+    """ContMAV's training signal for the shared loop: the method's ``training_batch`` (checked
+    against the class count) and ``step_losses``; every step adds the true-positive logits to
+    the MAV accumulator, every ``epoch_steps`` steps (a hook) the MAVs are recomputed, and after
+    the last step the final MAVs are stored on the method and the model is put in eval mode."""
+
+    def __init__(self, method: ContMAV, ctx: FitContext, epoch_steps: int) -> None:
+        self.method = method
+        self.ctx = ctx
+        self.epoch_steps = epoch_steps
+        self.accumulator = MAVAccumulator(method.config.num_classes)
+        self.stats: ClassStats | None = None  # the previous epoch's MAVs (None: first epoch)
+
+    def batch(self, items: list[Frame], rng: np.random.Generator) -> Batch:
+        images, labels = self.method.training_batch(items, self.ctx, rng)
+        check_label_range(labels, self.method.config.num_classes, self.method.name, OUTLIER)
+        return Batch(images=images, labels=labels)
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        semantic, anomaly = split_outlier_labels(batch.labels)
+        outputs = self.method.model(batch.images)
+        self.accumulator.update(outputs[0], semantic)
+        return self.method.step_losses(outputs, semantic, anomaly, self.stats)
+
+    def on_step(self, loop: Loop, step: int, terms: dict[str, torch.Tensor]) -> None:
+        if (step + 1) % self.epoch_steps == 0 and step + 1 < loop.recipe.steps:
+            self.stats = self.accumulator.finalize(self.stats)
+
+    def after(self, loop: Loop) -> None:
+        self.method.stats = self.accumulator.finalize(self.stats)
+        self.method.model.eval()
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,6 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from owsbench.datasets.base import VOID, Frame, Split
 from owsbench.errors import BadInput
@@ -110,8 +109,10 @@ from owsbench.methods.nn.outlier_exposure import (
     require_source,
     split_outlier_labels,
 )
-from owsbench.methods.nn.training import TrainLog, augment, frame_order, one_cycle_lr
 from owsbench.metrics import AnomalyMetric
+from owsbench.training.batches import Batch
+from owsbench.training.loop import Loop, Recipe, Streams, TrainLog
+from owsbench.training.supervision import Supervision
 
 FUSIONS = ("anomaly", "unknown", "mean", "confidence-shrink", "logit-confidence")
 AUTO = "auto"
@@ -243,6 +244,31 @@ class AnomalyLoss(nn.Module):
         return {"ce": ce, "dice": self.dice(logit, target)}
 
 
+class ConfidenceObjective(Supervision):
+    """Phase 3 for the shared loop: outlier-exposure batches; the frozen encoder and decoder A
+    give A's logit, decoder B's confidence is fitted to A's true-class probability."""
+
+    def __init__(self, method: ContMAVTruFor, ctx: FitContext) -> None:
+        self.method = method
+        self.ctx = ctx
+        self.source = require_source(method.name, ctx.outlier_source)
+
+    def batch(self, items: list[Frame], rng: np.random.Generator) -> Batch:
+        images, labels = outlier_batch(items, self.source, rng, self.method.config.paste_config())
+        return Batch(images=images, labels=labels)
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg: ContMAVTruForConfig = self.method.config
+        model: ContMAVTruForNet = self.method.model
+        _, anomaly = split_outlier_labels(batch.labels)
+        with torch.no_grad():
+            x, skips, height, width = model.encode(batch.images)
+            a = model.decoder_anomaly(x, skips)[..., :height, :width]
+        c = model.decoder_confidence(x, skips)[..., :height, :width]
+        tcp, valid = confidence_target(a, anomaly, cfg.erosion, cfg.dilation)
+        return {"total": confidence_loss(c, tcp, valid)}
+
+
 class ContMAVTruFor(ContMAV):
     """ContMAV with TruFor's anomaly + confidence decoders on the shared encoder (see module)."""
 
@@ -323,45 +349,24 @@ class ContMAVTruFor(ContMAV):
         self.choose_fusion(ctx)
 
     def train_confidence(self, train: Split, ctx: FitContext) -> None:
-        """TruFor phase 3: decoder B alone, MSE to A's true-class probability."""
+        """TruFor phase 3: decoder B alone, MSE to A's true-class probability (own streams)."""
         cfg: ContMAVTruForConfig = self.config
-        source = require_source(self.name, ctx.outlier_source)
         steps = cfg.confidence_steps
         if steps is None:
             steps = max(1, len(self.train_log.loss) // 4)
         model: ContMAVTruForNet = self.model
         model.eval()  # frozen parts keep their batch-norm statistics
         model.decoder_confidence.train()
-        params = list(model.decoder_confidence.parameters())
-        optimizer = torch.optim.AdamW(params, lr=cfg.confidence_lr, weight_decay=cfg.weight_decay)
-        rng = np.random.default_rng((ctx.seed, 2))  # phase 2 stream, apart from phase 1's
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        self.confidence_log = TrainLog(loss=[], lr=[])
-        order = frame_order(len(train), steps, cfg.batch_size, rng)
-        bar = tqdm(
-            order, total=steps, desc=f"fit {self.name} (confidence)", disable=not ctx.progress,
-            leave=False,
-        )  # fmt: skip
-        for step, indices in enumerate(bar):
-            frames = [train[i] for i in indices]
-            images, labels = outlier_batch(frames, source, rng, cfg.paste_config())
-            images, labels = augment(images, labels, cfg, generator)
-            _, anomaly = split_outlier_labels(labels.to(ctx.device))
-            lr = one_cycle_lr(step, steps, cfg.confidence_lr, cfg.warmup_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.no_grad():
-                x, skips, height, width = model.encode(images.to(ctx.device))
-                a = model.decoder_anomaly(x, skips)[..., :height, :width]
-            c = model.decoder_confidence(x, skips)[..., :height, :width]
-            tcp, valid = confidence_target(a, anomaly, cfg.erosion, cfg.dilation)
-            loss = confidence_loss(c, tcp, valid)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            self.confidence_log.loss.append(loss.item())
-            self.confidence_log.lr.append(lr)
-            bar.set_postfix(conf=f"{loss.item():.4f}")
+        objective = ConfidenceObjective(self, ctx)
+        loop = Loop(
+            Recipe.of(cfg, steps=steps, lr=cfg.confidence_lr),
+            ctx.device,
+            Streams.derived(np.random.default_rng((ctx.seed, 2))),  # apart from phase 1's
+            augmentation=cfg,
+            desc=f"fit {self.name} (confidence)",
+            progress=ctx.progress,
+        )
+        self.confidence_log = loop.run(model.decoder_confidence.parameters(), train, objective)
         model.eval()
         losses = self.confidence_log.loss
         if losses:

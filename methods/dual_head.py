@@ -50,12 +50,10 @@ from typing import Any, ClassVar
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 from segmentation_models_pytorch.base.modules import Conv2dReLU
 from torch import nn
-from tqdm.auto import tqdm
 
-from owsbench.datasets.base import VOID, Split
+from owsbench.datasets.base import Frame, Split
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, Method, Prediction
 from owsbench.methods.nn.outlier_exposure import (
@@ -67,7 +65,10 @@ from owsbench.methods.nn.outlier_exposure import (
 )
 from owsbench.segmenters.base import SegmenterConfig
 from owsbench.segmenters.smp_models import SmpSegmenter
-from owsbench.methods.nn.training import TrainLog, augment, frame_order, one_cycle_lr
+from owsbench.training.batches import Batch, check_label_range
+from owsbench.training.loop import Loop, Recipe, Streams
+from owsbench.training.losses import labels_at, masked_bce, semantic_ce
+from owsbench.training.supervision import Supervision
 
 
 @dataclass(frozen=True)
@@ -134,25 +135,24 @@ class DualHeadNet(nn.Module):
         return out.logits, anomaly
 
 
-def anomaly_bce(logit: torch.Tensor, target: torch.Tensor, pos_weight: float) -> torch.Tensor:
-    """``BCEWithLogits`` with ``pos_weight`` averaged over pixels whose target is 0 or 1 (255 =
-    void, masked out); 0 (still differentiable) when no pixel is valid. ``logit`` is
-    ``(B, 1, H, W)`` or ``(B, H, W)``, ``target`` ``(B, H, W)``."""
-    logit = logit.reshape(target.shape)
-    valid = target != VOID
-    if not valid.any():
-        return logit.sum() * 0.0
-    weight = torch.tensor(pos_weight, dtype=logit.dtype, device=logit.device)
-    return F.binary_cross_entropy_with_logits(
-        logit[valid], target[valid].to(logit.dtype), pos_weight=weight
-    )
+class DualHeadObjective(Supervision):
+    """Dual-head training for the shared loop: outlier-exposure batches (label range checked),
+    the two heads' loss terms (``DualHead.losses``)."""
 
+    def __init__(self, method: DualHead, source: object) -> None:
+        self.method = method
+        self.source = source
 
-def semantic_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over known pixels (void ignored); 0 when the batch has none."""
-    if not (target != VOID).any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, target, ignore_index=VOID)
+    def batch(self, items: list[Frame], rng: np.random.Generator) -> Batch:
+        cfg: DualHeadConfig = self.method.config
+        images, labels = outlier_batch(items, self.source, rng, cfg.paste_config())
+        check_label_range(labels, cfg.num_classes, "dual-head", OUTLIER)
+        return Batch(images=images, labels=labels)
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        logits, anomaly_logit = self.method.model(batch.images)
+        labels = labels_at(batch.labels, logits.shape[-2:])  # input_scale != 1
+        return self.method.losses(logits, anomaly_logit, labels)
 
 
 class DualHead(Method):
@@ -176,8 +176,6 @@ class DualHead(Method):
         if not 1 <= cfg.num_classes < OUTLIER:
             raise BadInput(f"dual-head: num_classes must be 1..{OUTLIER - 1}")
         self.model = DualHeadNet(cfg).eval()
-        self.train_log = TrainLog(loss=[], lr=[])
-        self.loss_terms: dict[str, list[float]] = {"sem": [], "anom": []}
 
     def losses(
         self, logits: torch.Tensor, anomaly_logit: torch.Tensor, labels: torch.Tensor
@@ -187,59 +185,28 @@ class DualHead(Method):
         semantic, anomaly = split_outlier_labels(labels)
         terms = {
             "sem": semantic_ce(logits, semantic),
-            "anom": anomaly_bce(anomaly_logit, anomaly, self.config.pos_weight),
+            "anom": masked_bce(anomaly_logit, anomaly, self.config.pos_weight),
         }
         terms["total"] = terms["sem"] + self.config.anomaly_weight * terms["anom"]
         return terms
 
     def fit(self, train: Split, ctx: FitContext) -> None:
         cfg: DualHeadConfig = self.config
-        source = require_source("dual-head", ctx.outlier_source)
+        objective = DualHeadObjective(self, require_source("dual-head", ctx.outlier_source))
         if len(train) == 0:
             raise BadInput("dual-head: empty training split")
         torch.manual_seed(ctx.seed)
         self.model = DualHeadNet(cfg).to(ctx.device).train()
-        order_rng = np.random.default_rng(ctx.seed)
-        paste_rng = np.random.default_rng([ctx.seed, 1])
-        generator = torch.Generator().manual_seed(ctx.seed)
-        paste = cfg.paste_config()
-        optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        streams = Streams(
+            order=np.random.default_rng(ctx.seed),
+            batch=np.random.default_rng([ctx.seed, 1]),  # pastes, apart from the frame order
+            augment=torch.Generator().manual_seed(ctx.seed),
         )
-        self.train_log = TrainLog(loss=[], lr=[])
-        self.loss_terms = {"sem": [], "anom": []}
-        order = frame_order(len(train), cfg.steps, cfg.batch_size, order_rng)
-        bar = tqdm(
-            order, total=cfg.steps, desc="fit dual-head", disable=not ctx.progress, leave=False
-        )
-        for step, indices in enumerate(bar):
-            frames = [train[i] for i in indices]
-            images, labels = outlier_batch(frames, source, paste_rng, paste)
-            bad = (labels < 0) | ((labels >= cfg.num_classes) & (labels != OUTLIER))
-            bad &= labels != VOID
-            if bad.any():
-                raise BadInput(
-                    f"dual-head: label {int(labels[bad][0])} outside 0..{cfg.num_classes - 1}; "
-                    "set num_classes to the training set's class count"
-                )
-            images, labels = augment(images, labels, cfg, generator)
-            images, labels = images.to(ctx.device), labels.to(ctx.device)
-            lr = one_cycle_lr(step, cfg.steps, cfg.lr, cfg.warmup_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            logits, anomaly_logit = self.model(images)
-            if logits.shape[-2:] != labels.shape[-2:]:  # input_scale != 1
-                labels = F.interpolate(labels[:, None].float(), logits.shape[-2:], mode="nearest")
-                labels = labels[:, 0].long()
-            terms = self.losses(logits, anomaly_logit, labels)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
-            self.train_log.loss.append(terms["total"].item())
-            self.train_log.lr.append(lr)
-            for key in self.loss_terms:
-                self.loss_terms[key].append(terms[key].item())
-            bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})
+        loop = Loop(
+            Recipe.of(cfg), ctx.device, streams, augmentation=cfg, desc="fit dual-head",
+            progress=ctx.progress,
+        )  # fmt: skip
+        self.train_log = loop.run(self.model.parameters(), train, objective)
         self.model.eval()
 
     def predict(self, images: torch.Tensor) -> Prediction:

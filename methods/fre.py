@@ -37,7 +37,6 @@ Deliberate deviations from the sources:
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +44,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from owsbench.datasets.base import Split
 from owsbench.errors import BadInput
@@ -53,9 +51,8 @@ from owsbench.methods.base import (
     FitContext,
     PosthocMethod,
     SegmenterOutput,
-    image_batch,
-    iter_batches,
 )
+from owsbench.methods.nn.frozen import visit_frozen_outputs
 
 # ---------------------------------------------------------------- feature alignment
 
@@ -205,46 +202,31 @@ class FRE(PosthocMethod):
         buffers: dict[str, np.ndarray] = {}
         filled = dict.fromkeys(cfg.layers, 0)
         multiple = pad_multiple(self.segmenter)
-        batch_size = cfg.stat_batch_size
-        was_training = self.segmenter.training
-        self.segmenter.eval()
         index = 0
-        try:
-            with torch.inference_mode():
-                for batch in tqdm(
-                    iter_batches(train, batch_size, ctx.max_stat_frames),
-                    total=math.ceil(frames / batch_size),
-                    desc="fre features",
-                    unit="batch",
-                    disable=not ctx.progress,
-                    leave=False,
-                ):
-                    for _, run in itertools.groupby(batch, key=lambda frame: frame.image.shape):
-                        images = image_batch([frame.image for frame in run], ctx.device)
-                        outputs = self.segmenter(images)
-                        size = tuple(outputs.logits.shape[-2:])
-                        for b in range(images.shape[0]):
-                            quota = quotas[index]
-                            index += 1
-                            for layer in cfg.layers:
-                                feats = self._layer(outputs, layer)[b]
-                                rows, cols = valid_feature_extent(
-                                    size, tuple(feats.shape[-2:]), multiple
-                                )
-                                vectors = feats[:, :rows, :cols].reshape(feats.shape[0], -1)
-                                take = min(quota, vectors.shape[1])
-                                picked = rng.choice(vectors.shape[1], take, replace=False)
-                                picked = torch.from_numpy(np.sort(picked)).to(vectors.device)
-                                chosen = vectors[:, picked].T.float().cpu().numpy()
-                                if layer not in buffers:
-                                    buffers[layer] = np.empty(
-                                        (cfg.max_pixels, chosen.shape[1]), np.float32
-                                    )
-                                start = filled[layer]
-                                buffers[layer][start : start + take] = chosen
-                                filled[layer] = start + take
-        finally:
-            self.segmenter.train(was_training)
+
+        def gather(outputs: SegmenterOutput) -> None:
+            nonlocal index
+            size = tuple(outputs.logits.shape[-2:])
+            for b in range(outputs.logits.shape[0]):
+                for layer in cfg.layers:
+                    feats = self._layer(outputs, layer)[b]
+                    rows, cols = valid_feature_extent(size, tuple(feats.shape[-2:]), multiple)
+                    vectors = feats[:, :rows, :cols].reshape(feats.shape[0], -1)
+                    take = min(quotas[index], vectors.shape[1])
+                    picked = rng.choice(vectors.shape[1], take, replace=False)
+                    picked = torch.from_numpy(np.sort(picked)).to(vectors.device)
+                    chosen = vectors[:, picked].T.float().cpu().numpy()
+                    if layer not in buffers:
+                        buffers[layer] = np.empty((cfg.max_pixels, chosen.shape[1]), np.float32)
+                    start = filled[layer]
+                    buffers[layer][start : start + take] = chosen
+                    filled[layer] = start + take
+                index += 1
+
+        visit_frozen_outputs(
+            self.segmenter, train, cfg.stat_batch_size, ctx.max_stat_frames, ctx.device, gather,
+            ctx.progress, "fre features",
+        )  # fmt: skip
         self.subspaces = {}
         self._device_cache = {}
         self.fit_report = {}
@@ -260,7 +242,6 @@ class FRE(PosthocMethod):
             self.fit_report[f"fre_{layer}_pixels"] = int(samples.shape[0])
             self.fit_report[f"fre_{layer}_components"] = int(components.shape[0])
             self.fit_report[f"fre_{layer}_variance_kept"] = float(np.sum(ratio))
-        del buffers
 
     # -- score ------------------------------------------------------------------------------
     def _subspace(self, layer: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,23 +25,20 @@ choice by cuDNN) and deterministic.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from owsbench.datasets.base import Split
 from owsbench.methods.base import (
     FitContext,
     PosthocMethod,
     SegmenterOutput,
-    image_batch,
-    iter_batches,
 )
+from owsbench.methods.nn.frozen import visit_frozen_outputs
 
 VAR_FLOOR = 1e-12  # lower bound on a class variance before dividing by its square root
 
@@ -309,28 +306,11 @@ class SML(PosthocMethod):
         """Gather the per-predicted-class max-logit statistics over ``train`` (no augmentation)."""
         if self.segmenter is None:
             raise RuntimeError(f"{self.name}: no segmenter attached")
-        batch_size = self.config.stat_batch_size
-        frames = len(train) if ctx.max_stat_frames is None else min(ctx.max_stat_frames, len(train))
-        batches = iter_batches(train, batch_size, ctx.max_stat_frames)
         stats = SMLStatistics()
-        was_training = self.segmenter.training
-        self.segmenter.eval()
-        try:
-            with torch.inference_mode():
-                for batch in tqdm(
-                    batches,
-                    total=math.ceil(frames / batch_size),
-                    desc="sml statistics",
-                    unit="batch",
-                    disable=not ctx.progress,
-                    leave=False,
-                ):
-                    # frames of one size per forward pass (a split may mix image sizes)
-                    for _, run in itertools.groupby(batch, key=lambda frame: frame.image.shape):
-                        images = image_batch([frame.image for frame in run], ctx.device)
-                        stats.update(self.segmenter(images).logits)
-        finally:
-            self.segmenter.train(was_training)
+        visit_frozen_outputs(
+            self.segmenter, train, self.config.stat_batch_size, ctx.max_stat_frames, ctx.device,
+            lambda outputs: stats.update(outputs.logits), ctx.progress, "sml statistics",
+        )  # fmt: skip
         self.mean, self.var = stats.compute()
 
     def _statistics(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,6 +49,7 @@ from owsbench.errors import BadInput
 from owsbench.segmenters.base import Segmenter, SegmenterConfig, SegmenterOutput
 from owsbench.segmenters.inputs import prepare_input, register_imagenet_stats
 from owsbench.segmenters.weights import load_matching_weights, read_weights_file
+
 BN_EPS = 1e-3  # as in the official code
 
 

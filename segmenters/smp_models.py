@@ -12,7 +12,6 @@ from typing import ClassVar
 
 import segmentation_models_pytorch as smp
 import torch
-from torch import nn
 
 from owsbench.errors import BadInput
 from owsbench.segmenters.base import Segmenter, SegmenterConfig, SegmenterOutput

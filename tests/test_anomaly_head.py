@@ -22,15 +22,15 @@ from owsbench.methods.anomaly_head import (
     AnomalyHeadHybrid,
     AnomalyHeadStats,
     PixelAnomalyHead,
-    masked_bce,
     semantic_statistics,
 )
 from owsbench.methods.base import FitContext, image_batch
-from owsbench.segmenters.base import SegmenterOutput
 from owsbench.methods.fre import features_to_logits
 from owsbench.methods.nn.outlier_exposure import PasteConfig, outlier_batch, split_outlier_labels
-from owsbench.segmenters.smp_models import SegmenterConfig, SmpSegmenter
 from owsbench.runner import Runner
+from owsbench.segmenters.base import SegmenterOutput
+from owsbench.segmenters.smp_models import SegmenterConfig, SmpSegmenter
+from owsbench.training.losses import masked_bce
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -24,9 +24,9 @@ from owsbench.methods.nn.contmav_losses import (
     feature_loss,
     gaussian_log_similarity,
     objectosphere_loss,
-    semantic_ce,
     unknown_score,
 )
+from owsbench.training.losses import semantic_ce
 
 V = VOID
 

@@ -44,20 +44,15 @@ import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 
-VOID = 255
+from owsbench.datasets.base import VOID
+from owsbench.training.losses import semantic_ce
+
 EPS = 1e-8  # the official constant added to the variances
 
 
 def _zero(ref: torch.Tensor) -> torch.Tensor:
     """A zero that keeps ``ref`` in the autograd graph (so ``backward`` always works)."""
     return ref.sum() * 0.0
-
-
-def semantic_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over known pixels (void ignored); 0 when the batch has none."""
-    if not (labels != VOID).any():
-        return _zero(logits)
-    return F.cross_entropy(logits, labels, ignore_index=VOID)
 
 
 SEMANTIC_LOSSES = ("ce", "focal", "focal-dice")

@@ -34,13 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
-from tqdm.auto import tqdm
 
 from owsbench.methods.nn.crops import UNKNOWN, CropBank
 from owsbench.methods.nn.infonce import LabelledQueue, infonce_loss
-from owsbench.segmenters.inputs import register_imagenet_stats
 from owsbench.methods.nn.synco import SynCoConfig, directional_negatives
-from owsbench.methods.nn.training import jitter_brightness_contrast, one_cycle_lr
+from owsbench.segmenters.inputs import register_imagenet_stats
+from owsbench.training.batches import Batch, jitter_brightness_contrast, sample_with_replacement
+from owsbench.training.loop import Hook, Loop, Recipe, Streams
+from owsbench.training.supervision import Supervision
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,68 @@ def momentum_update(key: nn.Module, query: nn.Module, m: float) -> None:
         pk.mul_(m).add_(pq.detach(), alpha=1 - m)
 
 
+class ContrastiveObjective(Supervision, Hook):
+    """One MoCo step for the shared loop: the batch holds two views of the drawn crops (the
+    loop's items are crop indices), the loss is label-aware InfoNCE of the query encoder's first
+    view against the momentum encoder's second (plus SynCo negatives after the warm-up), and the
+    keys are enqueued after the optimiser step (a hook)."""
+
+    def __init__(
+        self,
+        query: CropEmbedder,
+        bank: CropBank,
+        config: PretrainConfig,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        self.query = query
+        self.key = copy.deepcopy(query)
+        for p in self.key.parameters():
+            p.requires_grad_(False)
+        self.queue = LabelledQueue(config.queue_size, config.projection_dim, device)
+        self.crops = torch.from_numpy(bank.images).permute(0, 3, 1, 2)  # uint8 (N, 3, S, S)
+        self.labels = torch.from_numpy(bank.labels)
+        self.config = config
+        self.generator = generator
+        self.warmup = int(config.steps * config.synco_warmup_fraction)
+        self.step = 0
+        self.pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def batch(self, items: list[int], rng: np.random.Generator) -> Batch:
+        cfg = self.config
+        index = torch.tensor(items, dtype=torch.int64)
+        crops = self.crops[index].float().div_(255.0)
+        v1 = two_views(crops, cfg.view_area, cfg.color_jitter, self.generator)
+        v2 = two_views(crops, cfg.view_area, cfg.color_jitter, self.generator)
+        return Batch(
+            images=v1, extras={"keys_view": v2, "labels": self.labels[index], "index": index}
+        )
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg, queue = self.config, self.queue
+        labels, index = batch.extras["labels"], batch.extras["index"]
+        q = self.query(batch.images)
+        with torch.no_grad():
+            momentum_update(self.key, self.query, cfg.key_momentum)
+            k = self.key(batch.extras["keys_view"])
+        synthetic = valid = None
+        if cfg.synco is not None and self.step >= self.warmup:
+            synthetic, valid = directional_negatives(
+                q, labels != UNKNOWN, queue.keys, queue.labels, cfg.synco_direction, cfg.synco,
+                self.generator,
+            )  # fmt: skip
+        loss = infonce_loss(
+            q, k, labels, queue.keys, queue.labels, cfg.temperature, synthetic, valid, index,
+            queue.ids,
+        )  # fmt: skip
+        self.pending = (k, labels, index)
+        return {"total": loss}
+
+    def on_step(self, loop: Loop, step: int, terms: dict[str, torch.Tensor]) -> None:
+        self.queue.push(*self.pending)
+        self.step = step + 1
+
+
 def pretrain_encoder(
     encoder: nn.Module,
     channels: int,
@@ -167,53 +230,26 @@ def pretrain_encoder(
     progress: bool = True,
     desc: str = "pretrain encoder",
 ) -> PretrainResult:
-    """Train ``encoder`` in place (its deepest stage has ``channels`` channels) on ``bank``;
-    it is left in eval mode."""
-    rng = np.random.default_rng([seed, 4])
-    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    """Train ``encoder`` in place (its deepest stage has ``channels`` channels) on ``bank``
+    (SGD with momentum, the one-cycle schedule, crops drawn with replacement); it is left in
+    eval mode."""
+    streams = Streams.derived(np.random.default_rng([seed, 4]))
     query = CropEmbedder(encoder, channels, config.projection_dim).to(device).train()
-    key = copy.deepcopy(query)
-    for p in key.parameters():
-        p.requires_grad_(False)
-    queue = LabelledQueue(config.queue_size, config.projection_dim, device)
-    optimizer = torch.optim.SGD(
-        query.parameters(), lr=config.lr, momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )  # fmt: skip
-    crops = torch.from_numpy(bank.images).permute(0, 3, 1, 2)  # uint8 (N, 3, S, S)
-    labels = torch.from_numpy(bank.labels)
-    warmup = int(config.steps * config.synco_warmup_fraction)
-    result = PretrainResult(synthetic_from_step=warmup if config.synco is not None else None)
-    bar = tqdm(range(config.steps), desc=desc, disable=not progress, leave=False)
-    for step in bar:
-        index = torch.from_numpy(rng.integers(0, len(bank), config.batch_size))
-        batch = crops[index].float().div_(255.0)
-        batch_labels = labels[index].to(device)
-        v1 = two_views(batch, config.view_area, config.color_jitter, generator).to(device)
-        v2 = two_views(batch, config.view_area, config.color_jitter, generator).to(device)
-        lr = one_cycle_lr(step, config.steps, config.lr, config.warmup_fraction)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        q = query(v1)
-        with torch.no_grad():
-            momentum_update(key, query, config.key_momentum)
-            k = key(v2)
-        synthetic = valid = None
-        if config.synco is not None and step >= warmup:
-            synthetic, valid = directional_negatives(
-                q, batch_labels != UNKNOWN, queue.keys, queue.labels, config.synco_direction,
-                config.synco, generator,
-            )  # fmt: skip
-        loss = infonce_loss(
-            q, k, batch_labels, queue.keys, queue.labels, config.temperature, synthetic, valid,
-            index.to(device), queue.ids,
-        )  # fmt: skip
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        queue.push(k, batch_labels, index.to(device))
-        result.loss.append(loss.item())
-        result.lr.append(lr)
-        bar.set_postfix(infonce=f"{result.loss[-1]:.3f}")
+    objective = ContrastiveObjective(query, bank, config, streams.augment, device)
+    loop = Loop(
+        Recipe.of(config, optimizer="sgd"),
+        device,
+        streams,
+        hooks=[objective],
+        sampler=sample_with_replacement,
+        desc=desc,
+        progress=progress,
+    )
+    log = loop.run(query.parameters(), range(len(bank)), objective)
+    result = PretrainResult(
+        loss=log.loss,
+        lr=log.lr,
+        synthetic_from_step=objective.warmup if config.synco is not None else None,
+    )
     result.similarity = embedding_similarity(query, bank)
     return result
