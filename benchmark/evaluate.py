@@ -1,10 +1,10 @@
 """Streaming evaluation: one forward pass per batch, every method's metrics updated per frame.
 
-Score maps are bilinearly upsampled to label resolution, class maps by nearest neighbour
-(DESIGN.md); nothing but the metric states outlives a batch, so memory does not grow with the
-split. Before a split, every method's ``start_split`` hook runs (stateful predictions reset);
-a method whose prediction has a ``novel_class`` extra (discovered class ids, -1 = not flagged)
-also gets a :class:`~owsbench.metrics.DiscoveryMetric`.
+Score maps are bilinearly upsampled to label resolution, class maps by nearest neighbour (the
+project conventions, README.md); nothing but the metric states outlives a batch, so memory does
+not grow with the split. Before a split, every method's ``start_split`` hook runs (stateful
+predictions reset); a method whose prediction has a ``novel_class`` extra (discovered class ids,
+-1 = not flagged) also gets a :class:`~owsbench.metrics.DiscoveryMetric`.
 """
 
 from __future__ import annotations
@@ -167,6 +167,44 @@ def to_label_size(maps: torch.Tensor, size: tuple[int, int], mode: str) -> np.nd
     return maps.cpu().numpy()
 
 
+def measure_frame(
+    output: BatchOutput,
+    b: int,
+    frame: Frame,
+    results: dict[str, SplitResult],
+    semantic: SemanticMetric,
+    observers: tuple[FrameObserver, ...],
+) -> bool:
+    """Update every metric state with item ``b`` of a batch's output for ``frame`` (maps resized
+    to its labels); return whether the frame had semantic labels."""
+    labels = frame.anomaly if frame.anomaly is not None else frame.semantic
+    size = labels.shape[-2:] if labels is not None else frame.image.shape[:2]
+    if frame.semantic is not None:
+        pred = to_label_size(output.semantic[b : b + 1], size, "nearest")[0]
+        semantic.update(pred, frame.semantic)
+    for result in results.values():
+        result.frames += 1
+    if frame.anomaly is None:
+        return frame.semantic is not None
+    maps = {
+        method_id: to_label_size(scores[b : b + 1], size, "bilinear")[0]
+        for method_id, scores in output.anomaly.items()
+    }
+    for method_id, score in maps.items():
+        results[method_id].anomaly.update(score, frame.anomaly)
+        if results[method_id].per_image is not None:
+            results[method_id].per_image.update(score, frame.anomaly)
+    for method_id, extras in output.extras.items():
+        if "novel_class" in extras:
+            novel = to_label_size(extras["novel_class"][b : b + 1], size, "nearest")[0]
+            if results[method_id].discovery is None:
+                results[method_id].discovery = DiscoveryMetric()
+            results[method_id].discovery.update(novel, frame.anomaly)
+    for observer in observers:
+        observer.observe(frame, maps)
+    return frame.semantic is not None
+
+
 def evaluate_split(
     group: ModelGroup,
     split: Split,
@@ -199,32 +237,7 @@ def evaluate_split(
         for run in same_size_runs(frames):
             output = group.forward(image_batch([f.image for f in run], device))
             for b, frame in enumerate(run):
-                labels = frame.anomaly if frame.anomaly is not None else frame.semantic
-                size = labels.shape[-2:] if labels is not None else frame.image.shape[:2]
-                if frame.semantic is not None:
-                    pred = to_label_size(output.semantic[b : b + 1], size, "nearest")[0]
-                    semantic.update(pred, frame.semantic)
-                    has_semantic = True
-                for result in results.values():
-                    result.frames += 1
-                if frame.anomaly is None:
-                    continue
-                maps = {
-                    method_id: to_label_size(scores[b : b + 1], size, "bilinear")[0]
-                    for method_id, scores in output.anomaly.items()
-                }
-                for method_id, score in maps.items():
-                    results[method_id].anomaly.update(score, frame.anomaly)
-                    if results[method_id].per_image is not None:
-                        results[method_id].per_image.update(score, frame.anomaly)
-                for method_id, extras in output.extras.items():
-                    if "novel_class" in extras:
-                        novel = to_label_size(extras["novel_class"][b : b + 1], size, "nearest")[0]
-                        if results[method_id].discovery is None:
-                            results[method_id].discovery = DiscoveryMetric()
-                        results[method_id].discovery.update(novel, frame.anomaly)
-                for observer in observers:
-                    observer.observe(frame, maps)
+                has_semantic |= measure_frame(output, b, frame, results, semantic, observers)
             bar.update(len(run))
     bar.close()
     for method_id, result in results.items():

@@ -289,18 +289,9 @@ def _training_guard(forbidden: list[Path]) -> Callable[[Path], None]:
     return guard
 
 
-def generate(
-    cityscapes_dir: Path,
-    coco_dir: Path,
-    data_root: Path,
-    split: str = "val",
-    seed: int = 0,
-    count: int | None = None,
-    filters: InstanceFilter = InstanceFilter(),
-    config: PasteConfig = PasteConfig(),
-    progress: bool = True,
-) -> Path:
-    """Write ``<data_root>/cityscapes-cocopaste/<split>/`` (atomically); return that folder."""
+def _check_request(split: str, count: int | None, cityscapes_dir: Path) -> tuple[str, str]:
+    """The (Cityscapes split, COCO set) a generation request reads; ``BadInput`` when the
+    request cannot be made."""
     if split == "test":
         raise BadInput(
             "cityscapes-cocopaste: --split test is not possible: Cityscapes test labels are not "
@@ -316,17 +307,96 @@ def generate(
             f"Cityscapes folder {cityscapes_dir} not found (expected "
             f"{cityscapes_dir}/leftImg8bit/{cs_split}/<city>/*_leftImg8bit.png)"
         )
-    guard = _read_anything
+    return cs_split, coco_set
+
+
+def _split_guard(split: str, cityscapes_dir: Path, coco_dir: Path) -> Callable[[Path], None]:
+    """The read guard of a split: training generation must not read evaluation data."""
+    if split != "train":
+        return _read_anything
+    return _training_guard(
+        [
+            cityscapes_dir / "leftImg8bit" / EVALUATION_SOURCES[0],
+            cityscapes_dir / "gtFine" / EVALUATION_SOURCES[0],
+            coco_dir / EVALUATION_SOURCES[1],
+            coco_dir / "annotations" / f"instances_{EVALUATION_SOURCES[1]}.json",
+        ]
+    )
+
+
+def _write_frame(
+    files: FrameFiles,
+    cityscapes: Cityscapes,
+    instances: CocoInstances,
+    staging: Path,
+    seed: int,
+    config: PasteConfig,
+    guard: Callable[[Path], None],
+) -> list[dict]:
+    """Paste into one frame (its own seeded stream), write its three PNGs; return its objects."""
+    for path in (files.image, files.semantic):
+        guard(path)  # type: ignore[arg-type]
+    frame = cityscapes.load_frame(files)
+    assert frame.semantic is not None
+    rng = np.random.default_rng([seed, zlib.crc32(files.frame_id.encode())])
+    image, semantic, anomaly, objects = paste_frame(
+        frame.image, frame.semantic, instances, rng, config
+    )
+    for kind, array in (("images", image), ("semantic", semantic), ("anomaly", anomaly)):
+        (staging / kind).mkdir(exist_ok=True)
+        Image.fromarray(array).save(staging / kind / f"{files.frame_id}.png")
+    return objects
+
+
+def _manifest(
+    records: list[dict], staging: Path, split: str, seed: int, sources: tuple[str, str],
+    filters: InstanceFilter, config: PasteConfig,
+) -> dict:  # fmt: skip
+    """The manifest of a generated split: settings, counts, per-frame objects, checksums."""
+    pasted = [o for r in records for o in r["objects"]]
+    per_category: dict[str, int] = {}
+    for o in pasted:
+        per_category[o["category"]] = per_category.get(o["category"], 0) + 1
+    return {
+        "generator": NAME,
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "split": split,
+        "sources": {"cityscapes": sources[0], "coco": sources[1]},
+        "excluded_categories": list(EXCLUDED_CATEGORIES),
+        "filters": asdict(filters),
+        "paste": asdict(config),
+        "counts": {
+            "frames": len(records),
+            "objects": len(pasted),
+            "frames_with_anomaly": sum(bool(r["objects"]) for r in records),
+            "per_category": dict(sorted(per_category.items())),
+        },
+        "categories": sorted(per_category),
+        "frames": records,
+        "checksums": {
+            _rel(p, staging): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(staging.rglob("*.png"))
+        },
+    }
+
+
+def generate(
+    cityscapes_dir: Path,
+    coco_dir: Path,
+    data_root: Path,
+    split: str = "val",
+    seed: int = 0,
+    count: int | None = None,
+    filters: InstanceFilter = InstanceFilter(),
+    config: PasteConfig = PasteConfig(),
+    progress: bool = True,
+) -> Path:
+    """Write ``<data_root>/cityscapes-cocopaste/<split>/`` (atomically); return that folder."""
+    cs_split, coco_set = _check_request(split, count, cityscapes_dir)
     if split == "train":
         assert cs_split != EVALUATION_SOURCES[0] and coco_set != EVALUATION_SOURCES[1]
-        guard = _training_guard(
-            [
-                cityscapes_dir / "leftImg8bit" / EVALUATION_SOURCES[0],
-                cityscapes_dir / "gtFine" / EVALUATION_SOURCES[0],
-                coco_dir / EVALUATION_SOURCES[1],
-                coco_dir / "annotations" / f"instances_{EVALUATION_SOURCES[1]}.json",
-            ]
-        )
+    guard = _split_guard(split, cityscapes_dir, coco_dir)
     cityscapes = Cityscapes(cityscapes_dir.parent)
     cityscapes.folder = cityscapes_dir
     frames = cityscapes.files(cs_split)[:count]
@@ -338,17 +408,7 @@ def generate(
     try:
         records = []
         for files in tqdm(frames, desc=f"make {NAME}/{split}", disable=not progress, leave=False):
-            for path in (files.image, files.semantic):
-                guard(path)  # type: ignore[arg-type]
-            frame = cityscapes.load_frame(files)
-            assert frame.semantic is not None
-            rng = np.random.default_rng([seed, zlib.crc32(files.frame_id.encode())])
-            image, semantic, anomaly, objects = paste_frame(
-                frame.image, frame.semantic, instances, rng, config
-            )
-            for kind, array in (("images", image), ("semantic", semantic), ("anomaly", anomaly)):
-                (staging / kind).mkdir(exist_ok=True)
-                Image.fromarray(array).save(staging / kind / f"{files.frame_id}.png")
+            objects = _write_frame(files, cityscapes, instances, staging, seed, config, guard)
             records.append(
                 {
                     "frame_id": files.frame_id,
@@ -356,32 +416,7 @@ def generate(
                     "objects": objects,
                 }
             )
-        pasted = [o for r in records for o in r["objects"]]
-        per_category: dict[str, int] = {}
-        for o in pasted:
-            per_category[o["category"]] = per_category.get(o["category"], 0) + 1
-        manifest = {
-            "generator": NAME,
-            "generator_version": GENERATOR_VERSION,
-            "seed": seed,
-            "split": split,
-            "sources": {"cityscapes": cs_split, "coco": coco_set},
-            "excluded_categories": list(EXCLUDED_CATEGORIES),
-            "filters": asdict(filters),
-            "paste": asdict(config),
-            "counts": {
-                "frames": len(records),
-                "objects": len(pasted),
-                "frames_with_anomaly": sum(bool(r["objects"]) for r in records),
-                "per_category": dict(sorted(per_category.items())),
-            },
-            "categories": sorted(per_category),
-            "frames": records,
-            "checksums": {
-                _rel(p, staging): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(staging.rglob("*.png"))
-            },
-        }
+        manifest = _manifest(records, staging, split, seed, (cs_split, coco_set), filters, config)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if out.exists():
             shutil.rmtree(out)

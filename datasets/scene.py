@@ -353,70 +353,46 @@ def draw_bicycle(
     _box(canvas, x - 0.05 * u, y - 0.6 * u, x + 0.03 * u, y - 0.25 * u, frame, label)
 
 
+def _pole_sign(canvas: Canvas, x: float, top: float, u: float, rng: np.random.Generator) -> None:
+    """A round (red rim, white face) or square (blue or yellow) traffic sign at a pole's top."""
+    size = 0.3 * u
+    cy = top + size
+    label = TRAIN_ID["traffic sign"]
+    if rng.random() < 0.5:
+        _ellipse(canvas, cy, x, size, size, np.float32([0.85, 0.1, 0.1]), label)
+        _ellipse(canvas, cy, x, 0.7 * size, 0.7 * size, np.float32([0.95, 0.95, 0.95]), label)
+    else:
+        color = np.float32([0.1, 0.3, 0.8]) if rng.random() < 0.5 else np.float32([0.95, 0.8, 0.1])
+        _box(canvas, x - size, cy - size, x + size, cy + size, color, label)
+
+
+def _pole_light(canvas: Canvas, x: float, top: float, u: float, rng: np.random.Generator) -> None:
+    """A traffic light (dark housing, one lit lamp: red, amber or green) at a pole's top."""
+    bw, bh = 0.14 * u, 0.45 * u
+    label = TRAIN_ID["traffic light"]
+    _box(canvas, x - bw, top, x + bw, top + bh, np.float32([0.08, 0.08, 0.08]), label)
+    lamp = rng.integers(3)
+    color = [
+        np.float32([1.0, 0.15, 0.1]),
+        np.float32([1.0, 0.75, 0.1]),
+        np.float32([0.2, 1.0, 0.4]),
+    ][lamp]
+    _ellipse(canvas, top + bh * (0.2 + 0.3 * lamp), x, 0.09 * u, 0.09 * u, color, label)
+
+
 def draw_pole(
     canvas: Canvas, view: View, lateral: float, t: float, rng: np.random.Generator
 ) -> None:
     x, y, u = view.anchor(lateral, t)
     tall = rng.uniform(2.2, 3.2) * u
     half = max(0.5, 0.05 * u)
-    _box(
-        canvas,
-        x - half,
-        y - tall,
-        x + half,
-        y,
-        jitter(rng, (0.45, 0.45, 0.47), 0.05),
-        TRAIN_ID["pole"],
-    )
+    color = jitter(rng, (0.45, 0.45, 0.47), 0.05)
+    _box(canvas, x - half, y - tall, x + half, y, color, TRAIN_ID["pole"])
     accessory = rng.random()
-    if accessory < 0.45:  # a traffic sign
-        size = 0.3 * u
-        cy = y - tall + size
-        if rng.random() < 0.5:
-            _ellipse(
-                canvas, cy, x, size, size, np.float32([0.85, 0.1, 0.1]), TRAIN_ID["traffic sign"]
-            )
-            _ellipse(
-                canvas,
-                cy,
-                x,
-                0.7 * size,
-                0.7 * size,
-                np.float32([0.95, 0.95, 0.95]),
-                TRAIN_ID["traffic sign"],
-            )
-        else:
-            color = (
-                np.float32([0.1, 0.3, 0.8]) if rng.random() < 0.5 else np.float32([0.95, 0.8, 0.1])
-            )
-            _box(canvas, x - size, cy - size, x + size, cy + size, color, TRAIN_ID["traffic sign"])
-    elif accessory < 0.75:  # a traffic light
-        bw, bh = 0.14 * u, 0.45 * u
-        top = y - tall
-        _box(
-            canvas,
-            x - bw,
-            top,
-            x + bw,
-            top + bh,
-            np.float32([0.08, 0.08, 0.08]),
-            TRAIN_ID["traffic light"],
-        )
-        lamp = rng.integers(3)
-        color = [
-            np.float32([1.0, 0.15, 0.1]),
-            np.float32([1.0, 0.75, 0.1]),
-            np.float32([0.2, 1.0, 0.4]),
-        ][lamp]
-        _ellipse(
-            canvas,
-            top + bh * (0.2 + 0.3 * lamp),
-            x,
-            0.09 * u,
-            0.09 * u,
-            color,
-            TRAIN_ID["traffic light"],
-        )
+    if accessory < 0.45:
+        _pole_sign(canvas, x, y - tall, u, rng)
+    elif accessory < 0.75:
+        _pole_light(canvas, x, y - tall, u, rng)
 
 
 def draw_tree(
