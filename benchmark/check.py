@@ -1,9 +1,15 @@
 """Regression gate: compare a run's rows with a committed baseline (``owsbench check``).
 
-Rows are matched on (method, dataset, split, seed, preset). A metric regresses when it is worse
-than the baseline by more than its tolerance (absolute, in fractions): lower for higher-is-better
-metrics, higher for FPR95. Missing or extra rows are bad input (the two runs do not cover the
-same jobs), not regressions.
+Rows are matched on (method, dataset, split, seed, preset). Directions and valid metric names come
+from the metric specs (:mod:`owsbench.metrics.specs`). A metric regresses when it is worse than
+the baseline by more than its tolerance ``tol`` (absolute, in the metric's own unit: fractions for
+the percent metrics): ``baseline - value > tol`` for higher-is-better metrics (AP, AUROC, mIoU,
+sIoU, ...), ``value - baseline > tol`` for lower-is-better ones (FPR95), and a value that became
+undefined (None) regresses. By default every number spec with a direction is compared with
+tolerance 0.01; a spec without a better side (the component threshold, support counts) is
+compared only when ``--tolerance`` names it, and then any change ``|value - baseline| > tol``
+counts. Missing or extra rows are bad input (the two runs do not cover the same jobs), not
+regressions.
 """
 
 from __future__ import annotations
@@ -12,11 +18,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from owsbench.errors import BadInput
-from owsbench.report import COMPONENT_METRICS, METRICS
+from owsbench.metrics.specs import metric_spec, number_specs
 
 DEFAULT_TOLERANCE = 0.01  # one percentage point, for every metric
 MATCH_FIELDS = ("method", "dataset", "split", "seed", "preset")
-HIGHER_IS_BETTER = dict(METRICS + COMPONENT_METRICS)
+
+
+def tolerance_names() -> list[str]:
+    """Every metric ``--tolerance`` accepts: the specs whose values are single numbers."""
+    return [s.name for s in number_specs()]
+
+
+def default_tolerances() -> dict[str, float]:
+    """The metrics compared without ``--tolerance``: number specs with a direction, at 0.01."""
+    return {s.name: DEFAULT_TOLERANCE for s in number_specs() if s.higher_is_better is not None}
 
 
 @dataclass(frozen=True)
@@ -35,21 +50,23 @@ class Comparison:
             return False
         if self.value is None:
             return True
-        worse = (
-            self.baseline - self.value
-            if HIGHER_IS_BETTER[self.metric]
-            else self.value - self.baseline
-        )
+        higher = metric_spec(self.metric).higher_is_better
+        if higher is None:
+            worse = abs(self.value - self.baseline)
+        else:
+            worse = self.baseline - self.value if higher else self.value - self.baseline
         return worse > self.tolerance + 1e-12
 
 
 def parse_tolerances(text: str | None) -> dict[str, float]:
-    """``"AP=0.02,FPR95=0.05"`` -> per-metric absolute tolerances (others: the default)."""
-    tolerances = dict.fromkeys(HIGHER_IS_BETTER, DEFAULT_TOLERANCE)
+    """``"AP=0.02,FPR95=0.05"`` -> per-metric absolute tolerances: :func:`default_tolerances`
+    with the named ones replaced or added (any of :func:`tolerance_names`), in spec order."""
+    tolerances = default_tolerances()
+    valid_names = tolerance_names()
     for item in filter(None, (t.strip() for t in (text or "").split(","))):
         name, sep, value = item.partition("=")
-        if not sep or name not in tolerances:
-            valid = ", ".join(tolerances)
+        if not sep or name not in valid_names:
+            valid = ", ".join(valid_names)
             raise BadInput(f"bad tolerance {item!r}: expected METRIC=ABS with METRIC in {valid}")
         try:
             tolerances[name] = float(value)
@@ -57,7 +74,7 @@ def parse_tolerances(text: str | None) -> dict[str, float]:
             raise BadInput(f"bad tolerance {item!r}: {value!r} is not a number") from None
         if tolerances[name] < 0:
             raise BadInput(f"bad tolerance {item!r}: must be >= 0")
-    return tolerances
+    return {n: tolerances[n] for n in valid_names if n in tolerances}
 
 
 def match_key(row: dict[str, Any]) -> tuple:
@@ -67,7 +84,8 @@ def match_key(row: dict[str, Any]) -> tuple:
 def compare(
     rows: list[dict[str, Any]], baseline: list[dict[str, Any]], tolerances: dict[str, float]
 ) -> list[Comparison]:
-    """Every metric of every matched row; ``BadInput`` when the two sets of rows differ."""
+    """Every metric of ``tolerances`` of every matched row where the baseline has a value;
+    ``BadInput`` when the two sets of rows differ."""
     current = {match_key(r): r for r in rows}
     reference = {match_key(r): r for r in baseline}
     missing = sorted(set(reference) - set(current), key=str)
@@ -90,6 +108,6 @@ def compare(
             tolerances[metric],
         )
         for key in sorted(reference, key=str)
-        for metric in HIGHER_IS_BETTER
+        for metric in tolerances
         if reference[key]["metrics"].get(metric) is not None
     ]

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from owsbench.cache import atomic_write_bytes
 from owsbench.metrics.pixel import AnomalyMetric
-from owsbench.report import Table, slug
+from owsbench.tables import Table, slug
 
 MAX_FRAMES = 4  # rows of the qualitative grid
 CURVE_POINTS = 2000  # points per plotted curve (thinned evenly along TPR + FPR)

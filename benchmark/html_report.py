@@ -15,7 +15,7 @@ from typing import Any
 
 import owsbench
 from owsbench.figures import ReportFigure
-from owsbench.report import NOTE, Table, slug
+from owsbench.tables import NOTE, Table, slug
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;

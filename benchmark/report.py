@@ -1,94 +1,27 @@
-"""Result rows -> leaderboard tables: markdown, csv, LaTeX and (via ``html_report``) HTML.
+"""Result rows -> leaderboard files: markdown, csv, LaTeX and (via ``html_report``) HTML.
 
-One table per (dataset, split); one line per method: the mean over seeds (and the sample standard
-deviation when there are several), as percentages with two decimals, sorted by AP. Every format is
-rendered from the same :class:`Table` (built by :func:`leaderboard_tables`), so the headers with
-their directions (↑ higher is better, ↓ lower is better) and the best value per metric column are
-decided once: the best mean over seeds wins, and every method whose printed value equals the best
-printed value is marked too (ties all marked). A column with fewer than two values marks nothing.
-
-Component metrics (``sIoU``, ``PPV``, ``mean_F1``) get a column in the tables of the (dataset,
-split) groups where rows have them in ``metrics``. This module loads numpy, pandas and tabulate
-only; figures (matplotlib) and the HTML page are imported when asked for.
+The tables themselves (columns from the metric specs, means and stds over seeds, directions,
+best values) are built once by :func:`owsbench.tables.leaderboard_tables`; this module only
+renders them. It loads numpy, pandas and tabulate only; figures (matplotlib) and the HTML page
+are imported when asked for.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from tabulate import tabulate
 
 from owsbench.cache import atomic_write_text
 from owsbench.errors import BadInput
 from owsbench.results import read_rows, row_key
+from owsbench.tables import NOTE, leaderboard_tables, slug, summarise
 
-METRICS: tuple[tuple[str, bool], ...] = (
-    ("AP", True),
-    ("AUROC", True),
-    ("FPR95", False),
-    ("mIoU", True),
-)  # (name, higher is better): the pixel metrics of every row
-COMPONENT_METRICS: tuple[tuple[str, bool], ...] = (
-    ("sIoU", True),
-    ("PPV", True),
-    ("mean_F1", True),
-)  # component-level metrics: a column only where rows have them
 FORMATS = ("md", "csv", "latex", "html")
-TIMINGS = ("fit_seconds", "infer_seconds")
-NOTE = (
-    "Metrics in %, mean ± std over seeds; AP = step-sum average precision, pooled pixels. "
-    "Best per column marked (best mean over seeds; equal printed values all marked)."
-)
 LATEX_ARROWS = (r"$\uparrow$", r"$\downarrow$")
 LATEX_NOTE = r"Metrics in \%, mean $\pm$ std over seeds; best per column in bold."
-
-
-@dataclass(frozen=True)
-class Column:
-    """A table column: its header name and, for metrics, whether higher values are better."""
-
-    name: str
-    higher_is_better: bool | None = None  # None: not a metric (seeds, timings)
-
-    def arrow(self, up: str = "↑", down: str = "↓") -> str:
-        """``up`` or ``down`` for a metric column by its direction; ``""`` for other columns."""
-        if self.higher_is_better is None:
-            return ""
-        return up if self.higher_is_better else down
-
-    def header(self) -> str:
-        """``name`` and the direction arrow, e.g. ``"FPR95 ↓"``."""
-        return f"{self.name} {self.arrow()}".rstrip()
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One printed value: ``value`` (e.g. ``"14.11"``, ``"n/a"``), its ``spread`` (the std over
-    seeds, or None), and whether it is the best of its column."""
-
-    value: str
-    spread: str | None = None
-    best: bool = False
-
-    def text(self, pm: str = " ± ") -> str:
-        """``value``, followed by ``pm`` and the spread when there is one."""
-        return self.value if self.spread is None else f"{self.value}{pm}{self.spread}"
-
-
-@dataclass(frozen=True)
-class Table:
-    """The leaderboard of one (dataset, split): ``cells[i][j]`` is method ``i``, column ``j``."""
-
-    dataset: str
-    split: str
-    columns: tuple[Column, ...]
-    methods: tuple[str, ...]
-    cells: tuple[tuple[Cell, ...], ...]
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -128,99 +61,6 @@ def load_runs(run_dirs: Iterable[Path]) -> list[dict[str, Any]]:
             raise BadInput(f"no results.jsonl in {run_dir}")
         rows.update((row_key(r), resolve_artifacts(r, Path(run_dir))) for r in read_rows(path))
     return list(rows.values())
-
-
-def _metrics_present(rows: list[dict[str, Any]]) -> tuple[tuple[str, bool], ...]:
-    """The pixel metrics, then the component metrics that some row has."""
-    return METRICS + tuple(
-        m for m in COMPONENT_METRICS if any(r["metrics"].get(m[0]) is not None for r in rows)
-    )
-
-
-def summarise(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """One record per (dataset, split, method): mean and std over seeds of every metric.
-
-    Records keep the order in which (dataset, split, method) first occur in ``rows``.
-    """
-    metrics = [m for m, _ in _metrics_present(rows)]
-    flat = [
-        {
-            "dataset": r["dataset"],
-            "split": r["split"],
-            "method": r["method"],
-            "seed": r["seed"],
-            **{t: r.get(t) for t in TIMINGS},
-            **{m: r["metrics"].get(m) for m in metrics},
-        }
-        for r in rows
-    ]
-    frame = pd.DataFrame(flat)
-    if frame.empty:
-        return frame
-    numeric = metrics + list(TIMINGS)
-    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
-    grouped = frame.groupby(["dataset", "split", "method"], sort=False)
-    summary = grouped[numeric].mean()
-    for m in metrics:
-        summary[f"{m}_std"] = grouped[m].std(ddof=1)
-    summary["seeds"] = grouped["seed"].nunique()
-    return summary.reset_index()
-
-
-def _percent(value: float) -> str:
-    return "n/a" if pd.isna(value) else f"{100 * value:.2f}"
-
-
-def _metric_cells(table: pd.DataFrame, name: str, higher: bool) -> list[Cell]:
-    """The cells of one metric column, the best (by mean, ties at print precision) marked."""
-    shown = [_percent(v) for v in table[name]]
-    values = table[name].dropna()
-    best = None
-    if len(values) >= 2:
-        best = _percent(values.max() if higher else values.min())
-    return [
-        Cell(
-            text,
-            _percent(std) if seeds > 1 and not pd.isna(std) else None,
-            text == best,
-        )
-        for text, std, seeds in zip(shown, table[f"{name}_std"], table["seeds"], strict=True)
-    ]
-
-
-def _seconds(value: float) -> Cell:
-    return Cell("n/a" if pd.isna(value) else f"{value:.1f}")
-
-
-def leaderboard_tables(rows: list[dict[str, Any]]) -> list[Table]:
-    """One :class:`Table` per (dataset, split), in order of first occurrence, methods by AP."""
-    summary = summarise(rows)
-    if summary.empty:
-        return []
-    tables = []
-    for (dataset, split), group in summary.groupby(["dataset", "split"], sort=False):
-        group = group.sort_values("AP", ascending=False, na_position="last", kind="stable")
-        present = METRICS + tuple(
-            (m, up) for m, up in COMPONENT_METRICS if m in group and group[m].notna().any()
-        )
-        columns = [Column(m, up) for m, up in present]
-        by_column = [_metric_cells(group, m, up) for m, up in present]
-        columns += [Column("seeds"), Column("fit s"), Column("infer s")]
-        by_column += [
-            [Cell(str(int(s))) for s in group["seeds"]],
-            [_seconds(v) for v in group["fit_seconds"]],
-            [_seconds(v) for v in group["infer_seconds"]],
-        ]
-        tables.append(
-            Table(
-                dataset=str(dataset),
-                split=str(split),
-                columns=tuple(columns),
-                methods=tuple(str(m) for m in group["method"]),
-                cells=tuple(zip(*by_column, strict=True)),
-            )
-        )
-    return tables
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -292,12 +132,6 @@ def latex(rows: list[dict[str, Any]]) -> str:
         lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
-
-
-def slug(text: str) -> str:
-    """``text`` for file names and labels: each run of characters other than ASCII letters,
-    digits, ``.`` and ``-`` becomes one ``-``."""
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-")
 
 
 def write_leaderboard(

@@ -1,8 +1,8 @@
 """The dataset contract: frames, splits and dataset adapters.
 
-Conventions (DESIGN.md): images are ``H x W x 3`` uint8 RGB; semantic labels are ``H x W`` uint8
-class ids ``0..K-1`` in the dataset's known-class space with ``255`` = void; anomaly labels are
-``H x W`` uint8 with ``0`` = inlier, ``1`` = anomaly, ``255`` = void.
+Conventions (the project conventions, README.md): images are ``H x W x 3`` uint8 RGB; semantic
+labels are ``H x W`` uint8 class ids ``0..K-1`` in the dataset's known-class space with ``255`` =
+void; anomaly labels are ``H x W`` uint8 with ``0`` = inlier, ``1`` = anomaly, ``255`` = void.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Source: ``DaddaRev/Task-Aware-Anomaly-Segmentation-Mask-Architectures``, branche
 ``fine-tuning_anomaly_head_revised_features`` (hybrid, "Feature-Enriched", "V2"):
 ``eomt/models/eomt_ext.py`` (``PixelAnomalyHead``, statistics, ``feature_proj``) and
 ``eomt/training/mask_classification_semantic_anomaly.py`` (loss, frozen base, lr).
-Spec: ``reference/methods.md`` sections 7.1 and 7.2.
+That repository builds on EoMT (Kerssies et al., CVPR 2025, ``tue-mps/eomt``).
 
 Per pixel, from the segmenter's logits ``z`` (``K`` classes) and ``p = softmax(z)``, five
 statistics of the semantic output (``semantic_statistics``):

@@ -3,7 +3,7 @@ Including Class Similarity", CVPR 2024, arXiv 2403.07532).
 
 Source: ``PRBonn/ContMAV`` (HEAD ``0960cb3``): ``train.py`` (``train_one_epoch``, ``test_ow``,
 ``contrastive_inference``, ``semantic_inference``), ``src/utils.py`` (losses), ``src/args.py``,
-``src/models/*``. Spec: ``reference/methods.md`` section 1. Network:
+``src/models/*``. Network:
 ``owsbench.methods.nn.contmav_model``; losses and scores: ``owsbench.methods.nn.contmav_losses``.
 
 Training (``fit``), per step on an augmented batch (``frame_order`` + ``augment``):

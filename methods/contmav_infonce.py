@@ -31,8 +31,8 @@ Sources: MoCo v2 (Chen et al., arXiv 2003.04297) as used by SynCo (Giakoumoglou 
 arXiv 2410.02401; ``giakoumoglou/synco`` ``synco/builder.py``, ``main_synco.py``); the
 multi-positive form follows SupCon (Khosla et al., NeurIPS 2020); ContMAV as in
 :mod:`owsbench.methods.contmav`. The combination (region crops, known/unknown labels, directional
-SynCo) is owsbench's design (``reference/methods.md`` section 3.2, "use in owsbench"): no
-published method does exactly this. Deviations of each part are listed in its module; here:
+SynCo) is owsbench's design: no published method does exactly this. Deviations of each part
+are listed in its module; here:
 ``pretrain_steps`` defaults to ContMAV's ``steps`` (the preset's size; official MoCo/SynCo
 pre-training runs 200-800 ImageNet epochs); pre-training uses SGD as the official code, ContMAV
 keeps its own recipe; without an outlier-exposure source the unknown crops come from void pixels

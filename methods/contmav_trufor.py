@@ -1,11 +1,11 @@
 """ContMAV + a TruFor-style anomaly / confidence decoder pair on the shared encoder.
 
-Sources: ContMAV (Sodano et al., CVPR 2024; ``PRBonn/ContMAV``, see :mod:`owsbench.methods.contmav`
-and ``reference/methods.md`` section 1) and TruFor (Guillaro et al., CVPR 2023, arXiv
-2212.10957; ``grip-unina/TruFor`` ``TruFor_train_test/lib/models/cmx/builder_np_conf.py``,
-``lib/core/criterion.py`` (``DiceEntropyLoss``), ``lib/core/criterion_conf.py`` (``MSE``,
-``calcolaGTs``), ``lib/config/trufor_ph2.yaml`` / ``trufor_ph3.yaml``; ``reference/methods.md``
-sections 2.1-2.4). Dice: ``segmentation_models_pytorch.losses.DiceLoss`` (section 8.2).
+Sources: ContMAV (Sodano et al., CVPR 2024; ``PRBonn/ContMAV``, see :mod:`owsbench.methods.contmav`)
+and TruFor (Guillaro et al., CVPR 2023, arXiv 2212.10957; ``grip-unina/TruFor``
+``TruFor_train_test/lib/models/cmx/builder_np_conf.py``, ``lib/core/criterion.py``
+(``DiceEntropyLoss``), ``lib/core/criterion_conf.py`` (``MSE``, ``calcolaGTs``),
+``lib/config/trufor_ph2.yaml`` / ``trufor_ph3.yaml``). Dice:
+``segmentation_models_pytorch.losses.DiceLoss``.
 
 Network (``ContMAVTruForNet``): ContMAV's encoder, context module and skips
 (``ContMAVNet.encode``) feed four decoders of the same layout (``Decoder``): ContMAV's semantic
@@ -55,10 +55,10 @@ Inference: ``u`` is ContMAV's anomaly map (``score``; by default the paper's unk
     "anomaly"            sigmoid(a)
     "unknown"            u
     "mean"               m = (u + sigmoid(a)) / 2
-    "confidence-shrink"  m * sigmoid(c) + 0.5 * (1 - sigmoid(c))   (methods.md 2.4 (i), on m:
+    "confidence-shrink"  m * sigmoid(c) + 0.5 * (1 - sigmoid(c))   (option (i), on m:
                          pixels where A is unreliable move towards 0.5)
     "logit-confidence"   logit(u') + a + log sigmoid(c),  u' = clamp(u, 1e-6, 1 - 1e-6)
-                         (methods.md 2.4 (ii): the log-odds of u and A added, then TruFor's
+                         (option (ii): the log-odds of u and A added, then TruFor's
                          pooling log-weight log sigmoid(c) per pixel: unreliable pixels move
                          towards "inlier")
     "auto"               (default) the fixed option with the highest validation AP

@@ -4,7 +4,7 @@ jointly with outlier exposure.
 Source: there is no single official implementation. This is the standard outlier-exposure (OE)
 dual-head design: a closed-set segmenter with an extra per-pixel anomaly branch trained with a
 binary cross-entropy against pasted outliers, as in the "dual-head" / anomaly-branch baselines
-(``reference/methods.md`` section 7: a per-pixel anomaly logit trained with
+(a per-pixel anomaly logit trained with
 ``BCEWithLogits(logit, y, pos_weight=10)``, void masked, score ``sigmoid(logit)``), with the
 outlier exposure of Hendrycks, Mazeika and Dietterich, "Deep Anomaly Detection with Outlier
 Exposure" (ICLR 2019) applied to segmentation by pasting outlier objects into training frames as

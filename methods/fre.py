@@ -4,8 +4,8 @@ Method: Ndiour, Ahuja, Genc & Tickoo (Intel Labs), "FRE: A Fast Method for Anoma
 Segmentation" (BMVC 2023, arXiv 2211.12650), building on arXiv 2012.04250 and 2203.10422.
 Sources: ``IntelLabs/dfm`` (``run_mvtec.py``: PCA keeping 97 % of the variance, ``--pca 0.97``)
 and ``openvinotoolkit/anomalib`` ``src/anomalib/models/image/fre/torch_model.py`` (FRE map).
-Spec: ``reference/methods.md`` section 6 (6.2 is the road-scene adaptation used here; no public
-source names a "DeepLabV3+ with FRE" method, so that adaptation is derived).
+The road-scene adaptation used here is derived (no public source names a "DeepLabV3+ with FRE"
+method); its deviations from the sources are listed below.
 
 Fit (in-distribution data only): feature vectors ``u in R^C`` of one segmenter layer at every
 pixel of the training frames (a bounded, seeded random subsample) define a linear subspace by
@@ -24,7 +24,7 @@ Deliberate deviations from the sources:
 
 - one subspace per layer shared by all pixel positions (``u`` is one pixel's C-vector), not
   anomalib's / dfm's image-level subspace of the whole flattened ``C x H x W`` map: road scenes are
-  not spatially aligned like MVTec objects (methods.md 6.2);
+  not spatially aligned like MVTec objects;
 - features come from the benchmark's own segmenter trained on the training split (DeepLabV3+
   ``"decoder"`` = ASPP-fused decoder output before the head, 256-d for ResNet-18; ``"encoder"`` =
   deepest encoder stage), not an ImageNet-pretrained classifier's ``layer3``; no average pooling;

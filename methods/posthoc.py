@@ -3,7 +3,7 @@
 Each score function maps logits ``z`` of shape ``(B, K, H, W)`` to an anomaly map ``(B, H, W)``
 with the project's convention, **higher = more anomalous**; ``p = softmax(z)`` over the class
 axis. Scores are computed in at least float32 from ``log_softmax`` / ``logsumexp``, so they stay
-finite for logits of any magnitude. Sources are listed in ``reference/methods.md`` section 5.
+finite for logits of any magnitude. Sources are listed in the table below.
 
 =========  ===================================  =====================================
 method     anomaly score                        source

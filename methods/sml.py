@@ -6,7 +6,6 @@ Source: ``shjung13/Standardized-max-logits`` (HEAD ``c52a513``): ``calculate_sta
 ``BoundarySuppressionWithSmoothing``), ``eval.py`` (anomaly = ``-1 *`` score); the morphology is
 that of the kornia commit the repository pins (``af948c5``,
 ``kornia/morphology/basic_operators.py``).
-Spec: ``reference/methods.md`` section 4.
 
 Pipeline, for logits ``z`` ``(B, K, H, W)``, max logit ``L(p) = max_c z_c(p)`` and predicted class
 ``c(p) = argmax_c z_c(p)``:

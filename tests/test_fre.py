@@ -13,7 +13,6 @@ from dataset_fixtures import ListSplit
 from owsbench.datasets.base import Frame
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, image_batch
-from owsbench.segmenters.base import SegmenterOutput
 from owsbench.methods.fre import (
     FRE,
     features_to_logits,
@@ -22,6 +21,7 @@ from owsbench.methods.fre import (
     reconstruction_error,
     valid_feature_extent,
 )
+from owsbench.segmenters.base import SegmenterOutput
 
 C = 8  # feature channels of the fake segmenter
 BASIS = torch.linalg.qr(torch.randn(C, C, generator=torch.Generator().manual_seed(3)))[0]

@@ -10,7 +10,6 @@ import math
 import pytest
 import torch
 
-from owsbench.segmenters.base import SegmenterOutput
 from owsbench.methods.posthoc import (
     MSP,
     Energy,
@@ -21,6 +20,7 @@ from owsbench.methods.posthoc import (
     maxlogit_score,
     msp_score,
 )
+from owsbench.segmenters.base import SegmenterOutput
 
 SCORES = [msp_score, maxlogit_score, entropy_score, energy_score]
 

@@ -15,7 +15,6 @@ from dataset_fixtures import ListSplit
 
 from owsbench.datasets.base import Frame
 from owsbench.methods.base import FitContext, Prediction, image_batch
-from owsbench.segmenters.base import SegmenterOutput
 from owsbench.methods.sml import (
     SML,
     SMLStatistics,
@@ -24,6 +23,7 @@ from owsbench.methods.sml import (
     standardized_max_logit,
     suppress_boundaries,
 )
+from owsbench.segmenters.base import SegmenterOutput
 
 
 def pixels_to_logits(rows: list[list[float]], height: int, width: int) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Source: ``PRBonn/ContMAV`` ``src/utils.py`` (``CrossEntropyLoss2d``, ``OWLoss``,
 ``ObjectosphereLoss``, ``ContrastiveLoss``) and ``train.py`` (``train_one_epoch``,
-``contrastive_inference``, ``semantic_inference``); spec: ``reference/methods.md`` 1.3-1.5.
+``contrastive_inference``, ``semantic_inference``); paper: Sodano et al., CVPR 2024.
 
 Notation: ``z`` semantic logits ``(B, K, H, W)``, ``f`` contrastive embedding ``(B, D, H, W)``
 (``D = K``), ``y`` labels ``(B, H, W)`` with ``0..K-1`` known and ``255`` void. ``mu`` ``(K, D)``

@@ -1,8 +1,7 @@
 """ContMAV's network (Sodano et al., CVPR 2024): one encoder, a semantic and a contrastive decoder.
 
 Follows ``PRBonn/ContMAV`` ``src/models/model_one_modality.py`` (``OWSNetwork``, ESANet layout),
-``src/models/model.py`` (``Decoder``) and ``src/models/context_modules.py`` (``appm-1-2-4-8``);
-spec: ``reference/methods.md`` section 1.1.
+``src/models/model.py`` (``Decoder``) and ``src/models/context_modules.py`` (``appm-1-2-4-8``).
 
 - Encoder: ResNet-34 layout ``[3, 4, 6, 3]`` built with ``smp`` ``get_encoder("resnet34")``
   (BasicBlocks; the official encoder uses ERFNet NonBottleneck1D blocks whose ImageNet weights are

@@ -1,5 +1,5 @@
 """Fixed-size image crops around known-class and unknown regions, for region-level contrastive
-pre-training (``contmav-infonce``; ``reference/methods.md`` section 3, owsbench design).
+pre-training (``contmav-infonce``; owsbench's design, see :mod:`owsbench.methods.contmav_infonce`).
 
 A crop bank is built from the *training* split only. Each frame first receives outlier-exposure
 pastes (``paste_outliers``, cut-outs from ``FitContext.outlier_source``) with the configured

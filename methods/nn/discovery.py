@@ -1,9 +1,9 @@
 """Novel-class discovery: ContMAV's post-processing that groups unknown pixels into new classes.
 
 Source: ``PRBonn/ContMAV`` ``train.py::test_ow`` (HEAD ``0960cb3``), read for its intent only
-(``reference/methods.md`` 1.7): the official code is broken (it selects the *known* pixels,
-``ows_binary_pred == 0``; ``pickle``, ``F`` and ``ac`` are not imported; it iterates over an
-int), so this is implemented from the description, not ported.
+(with the paper, Sodano et al., CVPR 2024): the official code is broken (it selects the
+*known* pixels, ``ows_binary_pred == 0``; ``pickle``, ``F`` and ``ac`` are not imported; it
+iterates over an int), so this is implemented from the description, not ported.
 
 For each image, in the order the images arrive, with ``x_1..x_N`` the logit vectors of the
 image's unknown pixels (``s_unk > delta``, selected by the caller) and ``m_1..m_M`` the new-class

@@ -2,7 +2,7 @@
 InfoNCE, optionally SynCo hard negatives): the first phase of ``contmav-infonce``.
 
 Sources: MoCo v2 / SynCo (``giakoumoglou/synco`` ``synco/builder.py``, ``main_synco.py``;
-``reference/methods.md`` section 3.1): a query encoder ``f_q`` (the segmentation encoder, global
+Chen et al., arXiv 2003.04297): a query encoder ``f_q`` (the segmentation encoder, global
 average pooling of its deepest stage, and an MLP head ``Linear(C, C) - ReLU - Linear(C, dim)``),
 a momentum key encoder ``f_k`` (a copy, ``theta_k <- m theta_k + (1 - m) theta_q`` before each
 step's keys), L2-normalised outputs, a FIFO queue of keys, SGD with momentum and a cosine

@@ -1,10 +1,10 @@
 """SynCo hard negatives (Giakoumoglou & Stathaki, arXiv 2410.02401), for a label-aware queue.
 
 Source: ``giakoumoglou/synco`` ``synco/builder.py`` (``find_hard_negatives``,
-``hard_negatives_{interpolation,extrapolation,mixup,noise_inject,grad,adversarial}``); spec:
-``reference/methods.md`` section 3.2. For each query ``q`` the ``n_hard`` queue entries most
-similar to it (``topk(q . n)``) are its hard-negative pool; indices are drawn from the pool
-uniformly **with replacement**, and six operators make synthetic negatives (official defaults):
+``hard_negatives_{interpolation,extrapolation,mixup,noise_inject,grad,adversarial}``).
+For each query ``q`` the ``n_hard`` queue entries most similar to it (``topk(q . n)``) are its
+hard-negative pool; indices are drawn from the pool uniformly **with replacement**, and six
+operators make synthetic negatives (official defaults):
 
     1 interpolated    s = a q + (1 - a) n         a ~ U(0, alpha_max = 0.5)   n1 = 256
     2 extrapolated    s = q + b (n - q)           b ~ U(1, beta_max = 1.5)    n2 = 256
