@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 import owsbench
 from owsbench.errors import BadInput
+
+if TYPE_CHECKING:
+    from owsbench.config import RunConfig
 
 LISTABLE = ("methods", "datasets", "metrics", "segmenters")
 
@@ -63,13 +67,26 @@ def cli() -> None:
 @cli.command("list")
 @click.argument("what", type=click.Choice(LISTABLE))
 def list_cmd(what: str) -> None:
-    """List the registered methods, datasets, metrics or segmenters."""
+    """List the registered methods, datasets, metrics or segmenters.
+
+    Metrics are listed from their specs (``owsbench.metrics.specs``): every value a result row
+    can carry, with its direction (↑ higher is better, ↓ lower is better, · neither), level
+    and summary.
+    """
     from owsbench import catalog
 
+    if what == "metrics":
+        from owsbench.metrics.specs import all_specs
+
+        specs = all_specs()
+        width = max(len(s.name) for s in specs)
+        level = max(len(s.level) for s in specs)
+        for spec in specs:
+            click.echo(f"{spec.name:<{width}}  {spec.arrow}  {spec.level:<{level}}  {spec.summary}")
+        return
     registry = {
         "methods": catalog.METHODS,
         "datasets": catalog.DATASETS,
-        "metrics": catalog.METRICS,
         "segmenters": catalog.SEGMENTERS,
     }[what]
     width = max(len(e.id) for e in registry)
@@ -120,6 +137,11 @@ def list_cmd(what: str) -> None:
     help="Add SMIYC component metrics (sIoU, PPV, F1); threshold = best pixel F1 on the split.",
 )
 @click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
+@click.option(
+    "--write-jobs",
+    type=click.Path(path_type=Path),
+    help="Only plan: write each job to DIR/<job id>.json (for `owsbench run-job`) and stop.",
+)
 def run(
     methods: str | None,
     datasets: str | None,
@@ -136,6 +158,7 @@ def run(
     save_scores: bool,
     components: bool,
     progress: bool,
+    write_jobs: Path | None,
 ) -> None:
     """Fit and evaluate METHODS on DATASETS; write OUT/results.jsonl and the leaderboard.
 
@@ -147,12 +170,11 @@ def run(
 
     file = load_config_file(config_file) if config_file else {}
     method_ids = methods or file.get("methods")
-    dataset_ids = datasets or file.get("datasets") or "synthstreets"
     if not method_ids:
         raise BadInput("no methods given: use --methods msp,sml,... (see `owsbench list methods`)")
     config = RunConfig(
         methods=split_ids(method_ids, "methods"),
-        datasets=split_ids(dataset_ids, "datasets"),
+        datasets=split_ids(datasets or file.get("datasets") or "synthstreets", "datasets"),
         seeds=parse_seeds(seeds if seeds is not None else file.get("seeds", "0")),
         splits=_splits(splits, file),
         preset=get_preset(preset or file.get("preset", "default")),
@@ -169,25 +191,77 @@ def run(
         method_overrides=file.get("method_configs") or {},
         dataset_options=file.get("dataset_options") or {},
     )
-    from owsbench.catalog import DATASETS
-    from owsbench.config import parse_method
+    _run_config(config, write_jobs)
 
-    for method_id in config.methods:  # validate every id before any heavy work
-        parse_method(method_id)
-    for dataset_id in config.datasets:
-        DATASETS.entry(dataset_id)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise BadInput(f"cannot create output folder {out}: {err.strerror}") from None
 
+def _run_config(config: RunConfig, jobs_dir: Path | None) -> None:
+    """Validate ``config`` (every id, split and the device) before any heavy work; then write
+    its planned jobs to ``jobs_dir``, or run them and print the leaderboard."""
+    from owsbench.cache import atomic_write_text
     from owsbench.report import markdown, write_leaderboard
     from owsbench.runner import Runner
 
-    rows = Runner(config).run()
-    write_leaderboard(rows, out)
+    runner = Runner(config)
+    if jobs_dir is not None:
+        _make_dir(jobs_dir, "jobs folder")
+        jobs = runner.plan()
+        for job in jobs:
+            atomic_write_text(jobs_dir / f"{job.id}.json", job.to_json())
+        rows = sum(len(job.rows) for job in jobs)
+        click.echo(f"{len(jobs)} jobs ({rows} rows) in {jobs_dir}; run each: owsbench run-job FILE")
+        return
+    _make_dir(config.out, "output folder")
+    rows = runner.run()
+    write_leaderboard(rows, config.out)
     click.echo(markdown(rows))
-    click.echo(f"results: {out / 'results.jsonl'}  leaderboard: {out / 'leaderboard.md'}")
+    click.echo(
+        f"results: {config.out / 'results.jsonl'}  leaderboard: {config.out / 'leaderboard.md'}"
+    )
+
+
+def _make_dir(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInput(f"cannot create {what} {path}: {err.strerror}") from None
+
+
+@cli.command("run-job")
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[the job's]"
+)
+@click.option("--data-root", type=click.Path(path_type=Path), help="[the job's]")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="[the job's]")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
+def run_job(
+    job_file: Path,
+    out: Path,
+    device: str | None,
+    data_root: Path | None,
+    cache_dir: Path | None,
+    progress: bool,
+) -> None:
+    """Execute the serialised job JOB_FILE (`owsbench run --write-jobs DIR` writes them): fit,
+    evaluate and add its rows to OUT/results.jsonl.
+
+    Nothing is done when all the job's rows are there already. The device, data root and cache
+    folder default to the ones the job was planned with; the data must have the planned
+    fingerprints.
+    """
+    from owsbench.execute import LocalExecutor
+    from owsbench.plan import Job
+
+    job = Job.read(job_file)
+    root = _data_root(data_root) if data_root is not None else None
+    _make_dir(out, "output folder")
+    executor = LocalExecutor(out, progress, device, root, cache_dir)
+    rows = executor.run([job])
+    done = "executed" if executor.executed else "nothing to do (all rows present)"
+    click.echo(f"job {job.id}: {done}; {len(rows)} rows in {out / 'results.jsonl'}")
 
 
 def _splits(option: str | None, file: dict) -> list[str] | None:

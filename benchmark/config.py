@@ -19,37 +19,14 @@ class Preset:
     """Sizes of a run: dataset size (passed to the dataset), segmenter training, evaluation.
 
     ``segmenter`` sizes also apply to every trained method's config fields of the same name
-    (steps, batch_size, crop); ``methods`` holds further per-method values (by method id).
+    (steps, batch_size, crop). Values a preset sets for one method class live on the class
+    (``Method.preset_values[preset name]``, inherited by subclasses).
     """
 
     name: str
     segmenter: dict[str, Any]
     eval_batch_size: int
     max_stat_frames: int | None
-    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-# ContMAV as in the paper and the official code (PRBonn/ContMAV src/args.py, README): 500 epochs,
-# batch 8, 512x1024 crops after rescaling by [0.5, 2.0], decoders (512, 256, 128) with three
-# NonBottleneck1D blocks per module, lr 1e-4 (the code's default for batch 8; the brief's 0.004
-# is not in the code). GPU-scale: use it with real datasets (synthstreets has no paper size).
-CONTMAV_PAPER = {
-    "epochs": 500,
-    "scale_range": (0.5, 2.0),
-    "decoder_channels": (512, 256, 128),
-    "decoder_blocks": 3,
-    "lr": 1e-4,
-}
-CONTMAV_IDS = (
-    "contmav",
-    "contmav-focal",
-    "contmav-focal-dice",
-    "contmav-trufor",
-    "contmav-infonce",
-    "contmav-infonce-synco",
-)
-
-ANOMALY_HEAD_IDS = ("anomaly-head-stats", "anomaly-head-hybrid")
 
 
 PRESETS: dict[str, Preset] = {
@@ -58,8 +35,6 @@ PRESETS: dict[str, Preset] = {
         {"steps": 60, "batch_size": 8, "crop": (96, 96)},
         eval_batch_size=8,
         max_stat_frames=32,
-        # the anomaly heads are post-hoc (not sized by the segmenter's recipe): a smoke size too
-        methods=dict.fromkeys(ANOMALY_HEAD_IDS, {"steps": 60, "crop": (96, 96)}),
     ),
     "default": Preset(
         "default",
@@ -72,7 +47,6 @@ PRESETS: dict[str, Preset] = {
         {"steps": 60000, "batch_size": 8, "crop": (512, 1024)},
         eval_batch_size=2,
         max_stat_frames=None,
-        methods=dict.fromkeys(CONTMAV_IDS, CONTMAV_PAPER),
     ),
 }
 

@@ -1,8 +1,10 @@
 """``results.jsonl``: one self-describing JSON row per (method, dataset, split, seed).
 
-Rows are keyed by method id, its config hash, dataset, dataset fingerprint, split and seed; a row
-added under an existing key replaces it. Every change rewrites the file atomically, so an
-interrupted run never leaves a truncated line and a rerun skips the rows already there.
+Rows are keyed by ``owsbench.rows.KEY_FIELDS`` (method id, its config hash, dataset, dataset
+fingerprint, split and seed; the schema is :mod:`owsbench.rows`); a row added under an existing
+key replaces it. Every change rewrites the file atomically, so an interrupted run never leaves a
+truncated line and a rerun skips the rows already there. One writer per file: parallel workers
+write to separate folders (``owsbench report`` merges them).
 """
 
 from __future__ import annotations
@@ -13,12 +15,9 @@ from typing import Any
 
 from owsbench.cache import atomic_write_text
 from owsbench.errors import BadInput
+from owsbench.rows import KEY_FIELDS, row_key
 
-KEY_FIELDS = ("method", "config_hash", "dataset", "dataset_fingerprint", "split", "seed")
-
-
-def row_key(row: dict[str, Any]) -> tuple:
-    return tuple(row[k] for k in KEY_FIELDS)
+__all__ = ["KEY_FIELDS", "ResultsStore", "read_rows", "row_key"]
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

@@ -127,9 +127,11 @@ def test_inference_fields_reuse_the_fit(registered, tmp_path):
     assert MeanColour.fits == 2  # a training field is part of the fit's key
 
 
-def test_preset_method_values_then_config_file(registered, tmp_path):
+def test_preset_method_values_then_config_file(registered, tmp_path, monkeypatch):
     run = config(tmp_path, ["mean-colour"])
-    run.preset = dataclasses.replace(run.preset, methods={"mean-colour": {"frames": 3}})
+    monkeypatch.setattr(
+        MeanColour, "preset_values", {"quick": {"frames": 3}, "paper": {"frames": 9}}
+    )
     runner = Runner(run)
     spec = runner.specs[0]
     assert runner.method_config(spec).frames == 3

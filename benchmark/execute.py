@@ -1,0 +1,336 @@
+"""The fit, infer and measure steps (plan -> fit -> infer -> measure -> rows -> tables).
+
+An :class:`Executor` runs planned :class:`~owsbench.plan.Job`s and writes their rows;
+:class:`LocalExecutor` does it in this process, one job after another, skipping a job whose row
+keys are all in ``OUT/results.jsonl`` already. For one job it:
+
+1. opens the job's datasets (``BadInput`` when a fingerprint differs from the planned one: the
+   data changed, so the promised row keys would not be written);
+2. fits the group (:func:`owsbench.fits.fit_or_load`, cached): for a post-hoc group the
+   segmenter (seeded with the job's seed), then every post-hoc method that needs a fit on it
+   (its recipe completed with the segmenter checkpoint's ``segmenter_sha256``); for a trained
+   method (``shares_segmenter`` false) the method itself, seeded;
+3. streams each eval split once through the group (:func:`owsbench.evaluate.evaluate_split`);
+4. measures: SMIYC component metrics from the saved score maps when asked, then the row
+   (:func:`owsbench.rows.build_row`, whose metrics are :func:`owsbench.measure.row_metrics`);
+5. writes the artifacts (a training log per fit, a samples file per split, a curve per row;
+   :mod:`owsbench.artifacts`) and adds each row to ``results.jsonl`` as its split is measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from owsbench.artifacts import save_curve, save_samples, save_training_log
+from owsbench.catalog import METHODS, SEGMENTERS
+from owsbench.config import apply_overrides
+from owsbench.datasets.base import Dataset
+from owsbench.errors import BadInput
+from owsbench.evaluate import (
+    FrameObserver,
+    ModelGroup,
+    PosthocGroup,
+    SampleCollector,
+    ScoreMapSaver,
+    SplitResult,
+    TrainedGroup,
+    evaluate_split,
+)
+from owsbench.fits import Fit, FitCache, fit_or_load
+from owsbench.methods.base import FitContext, Method
+from owsbench.plan import DatasetRef, Datasets, Job, MethodPlan, SegmenterPlan, jsonable
+from owsbench.results import ResultsStore
+from owsbench.rows import Artifacts, build_row, environment, row_id, row_key
+from owsbench.score_eval import component_metrics
+from owsbench.training.segmenter import train_segmenter
+
+
+class Executor(Protocol):
+    """Runs jobs; returns the rows of those jobs (made now or found from an earlier run)."""
+
+    def run(self, jobs: Sequence[Job]) -> list[dict[str, Any]]: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``BadInput`` for cuda without a device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_config(
+    default: Any, overrides: dict[str, Any], planned: dict[str, Any], what: str
+) -> Any:
+    """``default`` with the job's ``overrides``; ``BadInput`` unless it is the planned config
+    (the job was planned by code whose defaults differ)."""
+    config = apply_overrides(default, overrides, what)
+    if jsonable(dataclasses.asdict(config)) != planned:
+        raise BadInput(f"the job's {what} config differs from this owsbench's; plan it again")
+    return config
+
+
+@dataclass
+class JobContext:
+    """What the steps of one job share."""
+
+    job: Job
+    dataset: Dataset
+    train: Dataset
+    device: torch.device
+    cache: FitCache
+    cache_dir: Path
+    out: Path
+    progress: bool
+    fit_context: FitContext
+
+
+def fit_context(
+    job: Job, train: Dataset, device: torch.device, cache_dir: Path, progress: bool
+) -> FitContext:
+    """What a fit may use: the training dataset's outlier-exposure source and its labelled
+    validation split (only when that split is not one the dataset itself is evaluated on)."""
+    split = train.validation_split
+    validation = None
+    if split is not None and split not in train.eval_splits:
+        validation = train.split(split)
+    return FitContext(
+        seed=job.seed,
+        device=device,
+        cache_dir=cache_dir,
+        preset=job.settings.preset,
+        progress=progress,
+        max_stat_frames=job.settings.max_stat_frames,
+        outlier_source=train.outlier_source(),
+        validation=validation,
+        train_fingerprint=job.train.fingerprint,
+    )
+
+
+# ------------------------------------------------------------------------------------ fit
+
+
+def fit_segmenter(ctx: JobContext, plan: SegmenterPlan) -> tuple[torch.nn.Module, Fit]:
+    """The group's segmenter, trained on the train split (seeded) or loaded from the cache."""
+    cls = SEGMENTERS.get(plan.id)
+    config = build_config(cls.Config(), plan.overrides, plan.config, "segmenter")
+    num_classes = ctx.train.num_classes
+
+    def train(model: torch.nn.Module) -> dict[str, Any]:
+        log = train_segmenter(
+            model,
+            ctx.train.split("train"),
+            config,
+            ctx.job.seed,
+            ctx.device,
+            ctx.progress,
+            validation=ctx.fit_context.validation,
+        )
+        return log.meta()
+
+    def build() -> torch.nn.Module:
+        return cls(config, num_classes)
+
+    model, fit = fit_or_load(ctx.cache, plan.fit.kind, plan.fit.recipe, build, train, ctx.job.seed)
+    return model.to(ctx.device).eval(), fit
+
+
+def fit_method(
+    ctx: JobContext,
+    plan: MethodPlan,
+    segmenter: torch.nn.Module | None = None,
+    segmenter_fit: Fit | None = None,
+) -> tuple[Method, Fit | None]:
+    """The method, fitted (cached) when it has a fit. A post-hoc method (``shares_segmenter``)
+    is built on ``segmenter`` and its recipe gets that checkpoint's ``segmenter_sha256``; a
+    trained method owns its model and its fit is seeded with the job's seed."""
+    cls = METHODS.get(plan.name)
+    config = build_config(cls.Config(), plan.overrides, plan.config, plan.name)
+
+    def build() -> Method:
+        return cls(config, segmenter=segmenter) if cls.shares_segmenter else cls(config)
+
+    if plan.fit is None:
+        return build(), None
+    recipe, seed = dict(plan.fit.recipe), ctx.job.seed
+    if cls.shares_segmenter:
+        recipe["segmenter_sha256"], seed = segmenter_fit.meta["sha256"], None
+
+    def train(method: Method) -> dict[str, Any]:
+        method.fit(ctx.train.split("train"), ctx.fit_context)
+        return method.fit_meta()
+
+    return fit_or_load(ctx.cache, plan.fit.kind, recipe, build, train, seed)
+
+
+def fit_group(ctx: JobContext) -> tuple[ModelGroup, dict[str, list[Fit | None]]]:
+    """The job's model group and, per method id, its fits (segmenter first)."""
+    job = ctx.job
+    if job.segmenter is None:
+        (plan,) = job.methods
+        method, fit = fit_method(ctx, plan)
+        return TrainedGroup(plan.id, method), {plan.id: [fit]}
+    segmenter, segmenter_fit = fit_segmenter(ctx, job.segmenter)
+    methods, fits = {}, {}
+    for plan in tqdm(job.methods, desc="fit methods", disable=not ctx.progress, leave=False):
+        methods[plan.id], fit = fit_method(ctx, plan, segmenter, segmenter_fit)
+        fits[plan.id] = [segmenter_fit, fit]
+    return PosthocGroup(segmenter, methods), fits
+
+
+# ---------------------------------------------------------------------- infer and measure
+
+
+def maps_root(ctx: JobContext) -> Path:
+    return ctx.out / "scores" / f"seed{ctx.job.seed}"
+
+
+def infer_split(
+    ctx: JobContext, group: ModelGroup, split: str
+) -> tuple[dict[str, SplitResult], float, str | None]:
+    """Stream ``split`` once through ``group``: per-method metric states, the wall seconds and
+    the samples artifact (score maps saved too with ``save_scores``)."""
+    job, dataset = ctx.job, ctx.dataset
+    collector = SampleCollector()
+    observers: list[FrameObserver] = [collector]
+    if job.settings.save_scores or job.settings.components:
+        observers.append(ScoreMapSaver(maps_root(ctx), f"{dataset.name}-{split}"))
+    per_image = job.settings.aggregation == "per-image"
+    results, seconds = evaluate_split(
+        group,
+        dataset.split(split),
+        dataset.num_classes,
+        job.settings.eval_batch_size,
+        ctx.device,
+        ctx.progress,
+        desc=f"evaluate {dataset.name}/{split} seed {job.seed}",
+        per_image_fpr_rule=job.settings.fpr_rule if per_image else None,
+        observers=tuple(observers),
+    )
+    samples = save_samples(ctx.out, dataset.name, split, job.seed, collector.arrays())
+    return results, seconds, samples
+
+
+def measure_components(ctx: JobContext, method_id: str, split: str) -> dict[str, Any]:
+    """SMIYC component metrics of the method's saved maps (``{}`` unless asked for)."""
+    if not ctx.job.settings.components:
+        return {}
+    maps = maps_root(ctx) / "anomaly_p" / method_id / f"{ctx.dataset.name}-{split}"
+    return component_metrics(ctx.dataset.split(split), maps, ctx.dataset, ctx.progress)
+
+
+# ------------------------------------------------------------------------------- executor
+
+
+class LocalExecutor:
+    """Runs jobs in this process into ``out`` (see the module docstring).
+
+    ``device``, ``data_root`` and ``cache_dir`` replace the job's settings when given;
+    ``datasets`` shares opened datasets with the planner. ``executed`` lists the ids of the jobs
+    run so far. Torch uses every CPU core unless ``$OMP_NUM_THREADS`` is set.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        progress: bool = True,
+        device: str | None = None,
+        data_root: Path | None = None,
+        cache_dir: Path | None = None,
+        datasets: Datasets | None = None,
+    ) -> None:
+        self.out = Path(out)
+        self.progress = progress
+        self.device, self.data_root, self.cache_dir = device, data_root, cache_dir
+        self.datasets = datasets or Datasets(progress)
+        self.store = ResultsStore(self.out)
+        self.executed: list[str] = []
+        self._env: dict[str, dict[str, Any]] = {}
+        if "OMP_NUM_THREADS" not in os.environ:  # else the user's choice, e.g. parallel runs
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    def pending(self, job: Job) -> bool:
+        """Whether some row of ``job`` is not in ``results.jsonl`` yet."""
+        return not all(self.store.has(key) for key in job.rows)
+
+    def run(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+        """Execute every pending job in order; return the rows of all ``jobs`` (file order)."""
+        for job in jobs:
+            if self.pending(job):
+                self.execute(job)
+        wanted = {key for job in jobs for key in job.rows}
+        return [row for row in self.store.rows if row_key(row) in wanted]
+
+    def open(self, job: Job, ref: DatasetRef) -> Dataset:
+        """The dataset of ``ref``; ``BadInput`` when its data changed since planning."""
+        root = self.data_root or job.settings.data_root
+        dataset = self.datasets.open(ref.id, ref.options, root, job.settings.preset)
+        if dataset.fingerprint() != ref.fingerprint:
+            raise BadInput(
+                f"{ref.id}: the data changed since the job was planned (fingerprint "
+                f"{ref.fingerprint}, now {dataset.fingerprint()}); plan it again"
+            )
+        return dataset
+
+    def context(self, job: Job) -> JobContext:
+        device = resolve_device(self.device or job.settings.device)
+        cache_dir = Path(self.cache_dir or job.settings.cache_dir)
+        train = self.open(job, job.train)
+        return JobContext(
+            job=job,
+            dataset=self.open(job, job.dataset),
+            train=train,
+            device=device,
+            cache=FitCache(cache_dir),
+            cache_dir=cache_dir,
+            out=self.out,
+            progress=self.progress,
+            fit_context=fit_context(job, train, device, cache_dir, self.progress),
+        )
+
+    def environment(self, device: torch.device) -> dict[str, Any]:
+        if str(device) not in self._env:
+            self._env[str(device)] = environment(str(device))
+        return self._env[str(device)]
+
+    def execute(self, job: Job) -> None:
+        """Fit, infer, measure and write every row of ``job`` (rows present are replaced)."""
+        ctx = self.context(job)
+        group, fits = fit_group(ctx)
+        training = {
+            method_id: [path for f in done if f and (path := save_training_log(self.out, f))]
+            for method_id, done in fits.items()
+        }
+        env = self.environment(ctx.device)
+        for split in job.splits:
+            results, seconds, samples = infer_split(ctx, group, split)
+            for plan in job.methods:
+                components = measure_components(ctx, plan.id, split)
+                key = (plan.id, plan.config_hash, job.dataset.name, job.dataset.fingerprint)
+                curve = save_curve(
+                    self.out, row_id((*key, split, job.seed)), results[plan.id].anomaly
+                )
+                artifacts = Artifacts(curve, samples, training[plan.id])
+                row = build_row(
+                    job,
+                    plan,
+                    split,
+                    results[plan.id],
+                    seconds,
+                    fits[plan.id],
+                    components,
+                    ctx.dataset.class_names,
+                    artifacts,
+                    env,
+                )
+                self.store.add(row)
+        self.executed.append(job.id)

@@ -1,0 +1,194 @@
+"""The "rows" step (plan -> fit -> infer -> measure -> rows -> tables): the result row schema.
+
+One row per (method, dataset, split, seed), self-describing, in ``OUT/results.jsonl``. Its key
+(``KEY_FIELDS``) is the method id, its config hash, dataset, dataset fingerprint, split and
+seed; ``row_id`` is the first 12 hex digits of the sha256 of the key's canonical JSON. The fields,
+in order (``ROW_FIELDS``):
+
+- what ran: ``method``, ``method_name``, ``segmenter`` and ``segmenter_config`` (None for trained
+  methods, which own their model), ``method_config`` (the merged config), ``config_hash``
+  (:func:`owsbench.plan.config_hash`), ``dataset``, ``dataset_fingerprint``, ``trained_on``
+  (the dataset whose train split was fitted on), ``split``, ``seed``, ``preset``;
+- what was measured: ``metrics`` (:func:`owsbench.measure.row_metrics`), ``metric_version``,
+  ``aggregation``, ``fpr_rule``, ``component_threshold_rule`` (None without component metrics),
+  ``frames``, ``anomaly_pixels``, ``inlier_pixels``;
+- the fits: ``fit_seconds`` (sum over the row's fits, as first fitted), ``fit_cached`` (all came
+  from the cache), ``fit_report`` (the fits' reports merged), ``checkpoint_sha256`` (of the first
+  fit: the segmenter of a post-hoc method, else the trained method);
+- timings and environment: ``infer_seconds`` (the split's wall time, shared by the group),
+  ``score_seconds`` (this method's share), ``device``, ``owsbench_version``, ``git_commit``,
+  ``torch_version``, ``python``, ``timestamp``;
+- ``row_id`` and ``artifacts`` (paths relative to the run folder, written by the executor:
+  ``curve``, ``samples``, ``training``; see :mod:`owsbench.artifacts`).
+
+Importing this module loads no torch.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import owsbench
+from owsbench.cache import content_hash
+from owsbench.measure import row_metrics
+from owsbench.metrics import METRIC_VERSION
+
+if TYPE_CHECKING:
+    from owsbench.evaluate import SplitResult
+    from owsbench.fits import Fit
+    from owsbench.plan import Job, MethodPlan
+
+KEY_FIELDS = ("method", "config_hash", "dataset", "dataset_fingerprint", "split", "seed")
+
+ROW_FIELDS = (
+    "method",
+    "method_name",
+    "segmenter",
+    "segmenter_config",
+    "method_config",
+    "config_hash",
+    "dataset",
+    "dataset_fingerprint",
+    "trained_on",
+    "split",
+    "seed",
+    "preset",
+    "metrics",
+    "metric_version",
+    "aggregation",
+    "fpr_rule",
+    "component_threshold_rule",
+    "frames",
+    "anomaly_pixels",
+    "inlier_pixels",
+    "fit_seconds",
+    "fit_cached",
+    "fit_report",
+    "infer_seconds",
+    "score_seconds",
+    "checkpoint_sha256",
+    "device",
+    "owsbench_version",
+    "git_commit",
+    "torch_version",
+    "python",
+    "timestamp",
+    "row_id",
+    "artifacts",
+)
+
+ENVIRONMENT_FIELDS = ("device", "owsbench_version", "git_commit", "torch_version", "python")
+
+
+def row_key(row: dict[str, Any]) -> tuple:
+    """The row's identity: its values of ``KEY_FIELDS``, in that order."""
+    return tuple(row[k] for k in KEY_FIELDS)
+
+
+def row_id(key: Sequence[Any]) -> str:
+    """First 12 hex digits of the sha256 of the key's canonical JSON (names curve files)."""
+    return content_hash(tuple(key), length=12)
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """A row's files, relative to the run folder (None / empty when there is none)."""
+
+    curve: str
+    samples: str | None = None
+    training: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"curve": self.curve, "samples": self.samples, "training": list(self.training)}
+
+
+def git_commit() -> str | None:
+    """The git commit of the owsbench source tree, when it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(owsbench.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: str) -> dict[str, Any]:
+    """The ``ENVIRONMENT_FIELDS`` of the rows made in this process on ``device``."""
+    import torch
+
+    return {
+        "device": device,
+        "owsbench_version": owsbench.__version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def build_row(
+    job: Job,
+    method: MethodPlan,
+    split: str,
+    result: SplitResult,
+    infer_seconds: float,
+    fits: Sequence[Fit | None],
+    components: dict[str, Any],
+    class_names: Sequence[str],
+    artifacts: Artifacts,
+    env: dict[str, Any],
+) -> dict[str, Any]:
+    """The row of ``method`` (one of ``job.methods``) on ``split``: see the module docstring.
+
+    ``fits``: the method's fits in order (segmenter first for a post-hoc method; None for a
+    method without a fit); ``components``: the SMIYC component metrics, ``{}`` when not
+    computed; ``env``: :func:`environment`.
+    """
+    from owsbench.score_eval import THRESHOLD_RULE
+
+    settings = job.settings
+    done = [f for f in fits if f is not None]
+    segmenter = job.segmenter
+    row = {
+        "method": method.id,
+        "method_name": method.name,
+        "segmenter": segmenter.id if segmenter is not None else None,
+        "segmenter_config": segmenter.config if segmenter is not None else None,
+        "method_config": method.config,
+        "config_hash": method.config_hash,
+        "dataset": job.dataset.name,
+        "dataset_fingerprint": job.dataset.fingerprint,
+        "trained_on": job.train.id,
+        "split": split,
+        "seed": job.seed,
+        "preset": settings.preset,
+        "metrics": row_metrics(result, class_names, settings.fpr_rule, components),
+        "metric_version": METRIC_VERSION,
+        "aggregation": settings.aggregation,
+        "fpr_rule": settings.fpr_rule,
+        "component_threshold_rule": THRESHOLD_RULE if settings.components else None,
+        "frames": result.frames,
+        "anomaly_pixels": result.anomaly.num_positives,
+        "inlier_pixels": result.anomaly.num_negatives,
+        "fit_seconds": sum(f.meta["fit_seconds"] for f in done),
+        "fit_cached": all(f.cached for f in done),
+        "fit_report": {k: v for f in done for k, v in f.meta.get("report", {}).items()},
+        "infer_seconds": infer_seconds,
+        "score_seconds": result.score_seconds,
+        "checkpoint_sha256": done[0].meta["sha256"] if done else None,
+        **{k: env[k] for k in ENVIRONMENT_FIELDS},
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    row["row_id"] = row_id(row_key(row))
+    row["artifacts"] = artifacts.to_dict()
+    return row
