@@ -17,7 +17,7 @@ from owsbench.errors import BadInput
 if TYPE_CHECKING:
     from owsbench.config import RunConfig
 
-LISTABLE = ("methods", "datasets", "metrics", "segmenters")
+LISTABLE = ("methods", "datasets", "metrics", "segmenters", "supervisions")
 
 
 def _choice_option(name: str, choices: tuple[str, ...], help: str):
@@ -67,7 +67,7 @@ def cli() -> None:
 @cli.command("list")
 @click.argument("what", type=click.Choice(LISTABLE))
 def list_cmd(what: str) -> None:
-    """List the registered methods, datasets, metrics or segmenters.
+    """List the registered methods, datasets, metrics, segmenters or supervisions.
 
     Metrics are listed from their specs (``owsbench.metrics.specs``): every value a result row
     can carry, with its direction (↑ higher is better, ↓ lower is better, · neither), level
@@ -88,6 +88,7 @@ def list_cmd(what: str) -> None:
         "methods": catalog.METHODS,
         "datasets": catalog.DATASETS,
         "segmenters": catalog.SEGMENTERS,
+        "supervisions": catalog.SUPERVISIONS,
     }[what]
     width = max(len(e.id) for e in registry)
     for entry in registry:
@@ -485,7 +486,9 @@ def check(run_dir: Path, baseline: Path, tolerance: str | None) -> None:
     """Compare RUN_DIR with a baseline; exit 1 and list what regressed beyond tolerance.
 
     Rows are matched on method, dataset, split, seed and preset; a metric regresses when it is
-    worse than the baseline by more than its tolerance (lower AP/AUROC/mIoU, higher FPR95).
+    worse than the baseline by more than its tolerance, in its declared direction (lower AP,
+    AUROC, mIoU, component and discovery fractions; higher FPR95; `owsbench list metrics`).
+    Fractions are printed as % (counts and plain numbers as they are).
     """
     from tabulate import tabulate
 
@@ -498,8 +501,15 @@ def check(run_dir: Path, baseline: Path, tolerance: str | None) -> None:
     if not regressed:
         click.echo(f"ok: {len(comparisons)} metrics of {rows} rows within tolerance of {baseline}")
         return
+    from owsbench.metrics.specs import metric_spec
+
+    def shown(c, value: float | None) -> str:
+        if value is None or metric_spec(c.metric).format == "percent":
+            return _pct(value)
+        return f"{value:g}"  # a count or a plain number
+
     table = [
-        [*c.key, c.metric, _pct(c.baseline), _pct(c.value), f"{100 * c.tolerance:.2f}"]
+        [*c.key, c.metric, shown(c, c.baseline), shown(c, c.value), shown(c, c.tolerance)]
         for c in regressed
     ]
     headers = [*MATCH_FIELDS, "metric", "baseline %", "now %", "tolerance %"]

@@ -152,10 +152,11 @@ class ContMAVConfig:
 class ContMAV(Method):
     """ContMAV: semantic + contrastive decoders, class-mean (MAV) Gaussian and norm scores.
 
-    Subclasses extend training through four hooks: ``before_training`` (an earlier phase on the
-    fresh model, e.g. encoder pre-training), ``training_batch`` (what a batch holds, e.g.
-    outlier-exposure pastes), ``step_losses`` (extra loss terms on extra outputs) and
-    ``after_fit`` (later training phases, choices on validation data).
+    Training runs on the shared ``owsbench.training.Loop`` with :class:`ContMAVObjective` as its
+    supervision and hook. Subclasses extend it through four methods: ``before_training`` (an
+    earlier phase on the fresh model, e.g. encoder pre-training), ``training_batch`` (what a
+    batch holds, e.g. outlier-exposure pastes), ``step_losses`` (extra loss terms on extra
+    outputs) and ``after_fit`` (later training phases, choices on validation data).
     """
 
     name: ClassVar[str] = "contmav"
