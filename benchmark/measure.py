@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from owsbench.metrics.discovery import KEYS as DISCOVERY_KEYS
 from owsbench.metrics.specs import (
     MetricSpec,
     all_specs,
@@ -161,15 +162,7 @@ def produce_components(result: SplitResult, options: MeasureOptions) -> Mapping[
     return options.components
 
 
-@producer(
-    "discovery_precision",
-    "discovery_object_coverage",
-    "discovery_object_purity",
-    "discovery_novel_classes",
-    "discovery_objects",
-    "discovery_flagged_pixels",
-    name="discovery",
-)
+@producer(*DISCOVERY_KEYS, name="discovery")
 def produce_discovery(result: SplitResult, options: MeasureOptions) -> dict[str, Any]:
     """Novel-class discovery metrics (:class:`owsbench.metrics.DiscoveryMetric`), when measured."""
     return {} if result.discovery is None else result.discovery.compute()

@@ -39,6 +39,16 @@ class Registry:
             raise ValueError(f"target {target!r} must look like 'module:Attribute'")
         self._entries[id] = Entry(id, target, summary)
 
+    def register_object(self, id: str, obj: Any, summary: str = "") -> None:
+        """Register an object that is already imported (a plugin, a test's class) as ``id``."""
+        self.register(id, f"{obj.__module__}:{obj.__qualname__}", summary)
+        self._loaded[id] = obj
+
+    def unregister(self, id: str) -> None:
+        """Remove ``id`` (e.g. what a test registered); unknown ids are ignored."""
+        self._entries.pop(id, None)
+        self._loaded.pop(id, None)
+
     def __contains__(self, id: object) -> bool:
         return id in self._entries
 

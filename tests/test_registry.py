@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from owsbench.catalog import DATASETS, METHODS, METRICS, SEGMENTERS
+from owsbench.catalog import DATASETS, METHODS, METRICS, SEGMENTERS, SUPERVISIONS
 from owsbench.errors import BadInput
 from owsbench.registry import Registry
 
@@ -51,9 +51,20 @@ def test_every_method_resolves_to_a_class_with_its_id(method_id):
     assert cls.summary
 
 
-@pytest.mark.parametrize("registry", [DATASETS, SEGMENTERS, METRICS], ids=lambda r: r.kind)
+@pytest.mark.parametrize(
+    "registry", [DATASETS, SEGMENTERS, SUPERVISIONS, METRICS], ids=lambda r: r.kind
+)
 def test_every_entry_resolves(registry):
     for entry in registry:
         assert registry.get(entry.id) is not None
     for dataset_id in DATASETS.ids():
         assert DATASETS.get(dataset_id).name == dataset_id
+
+
+def test_an_imported_object_can_be_registered_and_removed():
+    registry = Registry("thing")
+    registry.register_object("ours", Registry, "a class registered as it is")
+    assert registry.get("ours") is Registry
+    assert registry.entry("ours").target == "owsbench.registry:Registry"
+    registry.unregister("ours")
+    assert "ours" not in registry

@@ -63,11 +63,9 @@ class MeanColour(Method):
 @pytest.fixture
 def registered():
     """Register the test-only method for the duration of one test."""
-    METHODS.register("mean-colour", "test_runner_trained:MeanColour", MeanColour.summary)
-    METHODS._loaded["mean-colour"] = MeanColour  # the class defined here, not a re-import
+    METHODS.register_object("mean-colour", MeanColour, MeanColour.summary)
     yield
-    METHODS._entries.pop("mean-colour", None)
-    METHODS._loaded.pop("mean-colour", None)
+    METHODS.unregister("mean-colour")
 
 
 def config(tmp_path, methods: list[str]) -> RunConfig:

@@ -142,11 +142,9 @@ class LeftHalf(SegmenterSupervision):
 
 @pytest.fixture
 def left_half():
-    SUPERVISIONS.register("left-half", "test_training:LeftHalf", LeftHalf.__doc__)
-    SUPERVISIONS._loaded["left-half"] = LeftHalf  # the class defined here, not a re-import
+    SUPERVISIONS.register_object("left-half", LeftHalf, "toy: CE on the left half (test only)")
     yield
-    SUPERVISIONS._entries.pop("left-half", None)
-    SUPERVISIONS._loaded.pop("left-half", None)
+    SUPERVISIONS.unregister("left-half")
 
 
 def test_the_runner_trains_with_a_registered_supervision(left_half, tmp_path):
