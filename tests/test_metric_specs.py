@@ -3,6 +3,8 @@ regression gate, catalog, `owsbench list metrics`) reads them."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from owsbench import measure
 from owsbench.catalog import METRICS
 from owsbench.check import compare, parse_tolerances
 from owsbench.cli import main
+from owsbench.config import PRESETS, RunConfig
 from owsbench.errors import BadInput
 from owsbench.evaluate import SplitResult
 from owsbench.metrics import AnomalyMetric, ComponentMetric, DiscoveryMetric, SemanticMetric
@@ -29,6 +32,7 @@ from owsbench.metrics.specs import (
     unregister_metric,
 )
 from owsbench.report import markdown
+from owsbench.runner import Runner
 from owsbench.score_eval import component_metrics
 from owsbench.score_maps import write_score_map
 from owsbench.tables import leaderboard_tables
@@ -282,3 +286,29 @@ def test_list_metrics_prints_every_spec_with_its_arrow(capsys):
     for line, spec in zip(lines, all_specs(), strict=True):
         assert line.split()[1:3] == [spec.arrow, spec.level]
         assert line.endswith(spec.summary)
+
+
+def test_toy_metric_reaches_runner_rows_the_report_and_the_gate(toy_metric, tmp_path, capsys):
+    """The walk-through of docs/architecture.md: a registered metric, end to end."""
+    preset = dataclasses.replace(PRESETS["quick"], segmenter={"steps": 2, "batch_size": 2})
+    config = RunConfig(
+        methods=["msp", "entropy"], datasets=["synthstreets"], seeds=[0], preset=preset,
+        device="cpu", data_root=tmp_path / "data", out=tmp_path / "run",
+        cache_dir=tmp_path / "cache", progress=False,
+    )  # fmt: skip
+    rows = Runner(config).run()
+    fractions = {r["metrics"]["inlier_fraction"] for r in rows}
+    assert len(fractions) == 1 and 0.5 < fractions.pop() < 1.0  # anomalies are a few pixels
+    main(["report", str(tmp_path / "run"), "--format", "md"])
+    assert "inlier_fraction ↑" in (tmp_path / "run" / "leaderboard.md").read_text()
+    worse = tmp_path / "worse.jsonl"
+    lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    baseline = [json.loads(line) for line in lines]
+    for row in baseline:
+        row["metrics"]["inlier_fraction"] += 0.5  # the run is now far below this baseline
+    worse.write_text("".join(json.dumps(r) + "\n" for r in baseline))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", str(tmp_path / "run"), "--baseline", str(worse)])
+    assert exit_info.value.code == 1
+    assert "inlier_fraction" in capsys.readouterr().out
