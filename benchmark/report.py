@@ -16,7 +16,8 @@ from tabulate import tabulate
 
 from owsbench.cache import atomic_write_text
 from owsbench.errors import BadInput
-from owsbench.results import read_rows, row_key
+from owsbench.results import read_rows
+from owsbench.rows import row_key
 from owsbench.tables import NOTE, leaderboard_tables, slug, summarise
 
 FORMATS = ("md", "csv", "latex", "html")

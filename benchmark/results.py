@@ -17,8 +17,6 @@ from owsbench.cache import atomic_write_text
 from owsbench.errors import BadInput
 from owsbench.rows import KEY_FIELDS, row_key
 
-__all__ = ["KEY_FIELDS", "ResultsStore", "read_rows", "row_key"]
-
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a ``results.jsonl`` file; ``BadInput`` naming the line when one is malformed."""

@@ -18,8 +18,6 @@ from owsbench.config import MethodSpec, RunConfig
 from owsbench.execute import LocalExecutor, resolve_device
 from owsbench.plan import Datasets, Job
 
-__all__ = ["Runner", "resolve_device"]
-
 
 class Runner:
     """Runs one ``RunConfig``: ``run()`` = ``plan()`` + ``LocalExecutor.run``.

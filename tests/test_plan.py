@@ -15,7 +15,8 @@ from owsbench.cli import main
 from owsbench.config import PRESETS, RunConfig
 from owsbench.fits import fit_stem
 from owsbench.plan import Job, plan
-from owsbench.results import read_rows, row_key
+from owsbench.results import read_rows
+from owsbench.rows import row_key
 from owsbench.runner import Runner
 
 
