@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from owsbench import measure
+from owsbench.cache import default_data_root
 from owsbench.catalog import METRICS
 from owsbench.check import compare, parse_tolerances
 from owsbench.cli import main
@@ -293,7 +294,7 @@ def test_toy_metric_reaches_runner_rows_the_report_and_the_gate(toy_metric, tmp_
     preset = dataclasses.replace(PRESETS["quick"], segmenter={"steps": 2, "batch_size": 2})
     config = RunConfig(
         methods=["msp", "entropy"], datasets=["synthstreets"], seeds=[0], preset=preset,
-        device="cpu", data_root=tmp_path / "data", out=tmp_path / "run",
+        device="cpu", data_root=default_data_root(), out=tmp_path / "run",
         cache_dir=tmp_path / "cache", progress=False,
     )  # fmt: skip
     rows = Runner(config).run()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from owsbench.cache import default_data_root
 from owsbench.catalog import METHODS
 from owsbench.config import PRESETS, RunConfig
 from owsbench.datasets.base import Split
@@ -72,7 +73,7 @@ def config(tmp_path, methods: list[str]) -> RunConfig:
     preset = dataclasses.replace(PRESETS["quick"], segmenter={"steps": 2, "batch_size": 2})
     return RunConfig(
         methods=methods, datasets=["synthstreets"], seeds=[0], preset=preset, device="cpu",
-        data_root=tmp_path / "data", out=tmp_path / "out", cache_dir=tmp_path / "cache",
+        data_root=default_data_root(), out=tmp_path / "out", cache_dir=tmp_path / "cache",
         progress=False,
     )  # fmt: skip
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from dataset_fixtures import TinySplit
 
+from owsbench.cache import default_data_root
 from owsbench.catalog import SUPERVISIONS
 from owsbench.config import PRESETS, RunConfig
 from owsbench.errors import BadInput
@@ -153,7 +154,7 @@ def test_the_runner_trains_with_a_registered_supervision(left_half, tmp_path):
     for supervision in ("full", "left-half"):
         config = RunConfig(
             methods=["msp"], datasets=["synthstreets"], seeds=[0], preset=preset, device="cpu",
-            data_root=tmp_path / "data", out=tmp_path / supervision, cache_dir=tmp_path / "cache",
+            data_root=default_data_root(), out=tmp_path / supervision, cache_dir=tmp_path / "cache",
             progress=False, segmenter_overrides={"supervision": supervision},
         )  # fmt: skip
         (runs[supervision],) = Runner(config).run()
