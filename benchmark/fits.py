@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from owsbench.cache import atomic_write_bytes, atomic_write_text, content_hash
 
-FIT_VERSION = 1  # bump when a training loop changes so cached fits are not reused
+FIT_VERSION = 2  # bump when a training loop changes so cached fits are not reused (2: one Loop)
 
 
 def fit_stem(kind: str, recipe: dict[str, Any]) -> str:

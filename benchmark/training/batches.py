@@ -33,13 +33,12 @@ class AugmentConfig(Protocol):
 @dataclass
 class Batch:
     """One training batch: ``images`` ``(B, 3, H, W)`` in ``[0, 1]``, an optional dense
-    ``labels`` map ``(B, H, W)`` that augmentation moves with the images, image-level targets in
-    ``extras`` (left as they are) and the ``indices`` of the items it was built from."""
+    ``labels`` map ``(B, H, W)`` that augmentation moves with the images, and other targets in
+    ``extras`` (e.g. image-level tags; augmentation leaves them as they are)."""
 
     images: torch.Tensor
     labels: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
-    indices: list[int] = field(default_factory=list)
 
     def to(self, device: torch.device) -> Batch:
         """The batch with its tensors on ``device``."""

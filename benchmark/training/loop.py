@@ -169,7 +169,6 @@ class Loop:
         )
         for indices in order:
             batch = supervision.batch([source[i] for i in indices], self.streams.batch)
-            batch.indices = list(indices)
             if self.augmentation is not None and batch.labels is not None:
                 batch.images, batch.labels = augment(
                     batch.images, batch.labels, self.augmentation, self.streams.augment
