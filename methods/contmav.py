@@ -50,7 +50,8 @@ restores the paper's term) uses ``g_c^(1/D)``: the official ``D``-dimensional Ga
 Variants: ``contmav-focal`` and ``contmav-focal-dice`` swap the semantic CE for smp's focal /
 focal + Dice losses (``SemanticLoss``); ``epochs`` (the paper preset: 500) sets the steps from
 the split size. Bugs of the official code fixed: the ``gt_labels[:-1]`` class drop in
-``OWLoss.forward``; the contrastive loss averaged over all images including all-void ones; the
+``OWLoss.forward``; the contrastive loss averaged over all images including all-void ones, and
+its per-class means reshaped with ``.view`` instead of transposed; the
 repo's 40-image debug dataset length; the ``type=bool`` flags that train plain CE by default (all
 three extra losses are on here, each switchable).
 """
@@ -79,6 +80,7 @@ from owsbench.methods.nn.contmav_losses import (
     unknown_score,
 )
 from owsbench.methods.nn.contmav_model import ContMAVNet
+from owsbench.methods.nn.contmav_staged import ce_only_state
 from owsbench.methods.nn.discovery import NovelClassDiscovery
 from owsbench.methods.nn.outlier_exposure import OUTLIER, split_outlier_labels
 from owsbench.training.batches import Batch, check_label_range
@@ -138,6 +140,10 @@ class ContMAVConfig:
     unknown_weight: float = 10.0  # weight of the void term of the objectosphere loss
     tau: float = 0.1  # contrastive temperature
     var_floor: float = 0.1  # lower bound on a MAV variance where it divides (deviation)
+    # staged recipe (off by default: the official recipe)
+    init_from_ce: bool = False  # start from a cached cross-entropy-only fit (contmav_staged)
+    ce_steps: int | None = None  # steps of that fit; None = the main training's steps
+    min_tp_pixels: int = 0  # a class's mean enters L_f only with >= this many TP pixels
     # inference
     radius: float = 1.0  # r of s_cont = relu(1 - ||f|| / r)
     gaussian: str = "per-dim"  # "per-dim" g_c^(1/D) | "official" g_c (see unknown_score)
@@ -232,7 +238,8 @@ class ContMAV(Method):
         if stats is not None and bool(stats.valid.any()):
             means, variances, valid = (t.to(logits.device) for t in self._floored(stats))
             if cfg.use_feature:
-                terms["feat"] = cfg.w_feat * feature_loss(logits, labels, means, variances, valid)
+                enough = valid & (stats.counts.to(logits.device) >= cfg.min_tp_pixels)
+                terms["feat"] = cfg.w_feat * feature_loss(logits, labels, means, variances, enough)
             if cfg.use_contrastive:
                 terms["con"] = cfg.w_con * contrastive_loss(emb, labels, means, valid, cfg.tau)
         terms["total"] = sum(terms.values())
@@ -266,6 +273,19 @@ class ContMAV(Method):
     def after_fit(self, train: Split, ctx: FitContext) -> None:  # noqa: B027 - optional hook
         """Runs once the main training and the final MAVs are done."""
 
+    def start_from(self, state: dict[str, torch.Tensor], report: dict[str, Any]) -> dict[str, Any]:
+        """The staged recipe: load the cross-entropy-only fit (encoder, context, skips and both
+        decoders; extra decoders of subclasses keep their init); return what the fit report
+        records of it."""
+        _, unexpected = self.model.load_state_dict(state, strict=False)
+        if unexpected:
+            raise RuntimeError(f"{self.name}: unexpected keys in the CE stage: {unexpected[:3]}")
+        return {
+            "staged_init": "cross-entropy-only fit",
+            **report,
+            "min_tp_pixels": self.config.min_tp_pixels,
+        }
+
     def total_steps(self, train: Split) -> tuple[int, int]:
         """``(total steps, steps per MAV epoch)`` of the main training."""
         cfg: ContMAVConfig = self.config
@@ -276,11 +296,16 @@ class ContMAV(Method):
         cfg: ContMAVConfig = self.config
         if len(train) == 0:
             raise BadInput(f"{self.name}: empty training split")
+        total, epoch_steps = self.total_steps(train)
+        # the CE stage runs (or loads) first, so the seeded init below is the same either way
+        steps = total if cfg.ce_steps is None else cfg.ce_steps
+        ce = ce_only_state(cfg, steps, train, ctx) if cfg.init_from_ce else None
         torch.manual_seed(ctx.seed)
         self.model = self._build().to(ctx.device).train()
+        staged = self.start_from(*ce) if ce is not None else {}
         self.before_training(train, ctx)
+        self.fit_report.update(staged)
         self.model.train()
-        total, epoch_steps = self.total_steps(train)
         objective = ContMAVObjective(self, ctx, epoch_steps)
         loop = Loop(
             Recipe.of(cfg, steps=total),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from dataset_fixtures import ListSplit
@@ -15,7 +17,7 @@ from dataset_fixtures import ListSplit
 from owsbench.datasets.base import VOID, Frame
 from owsbench.datasets.synthstreets import SIZES, generate_frame
 from owsbench.methods.base import FitContext
-from owsbench.methods.contmav import ContMAV, ContMAVConfig
+from owsbench.methods.contmav import ContMAV, ContMAVConfig, ContMAVFocalConfig
 from owsbench.methods.nn.contmav_losses import (
     ClassStats,
     MAVAccumulator,
@@ -238,3 +240,63 @@ def test_contmav_runs_through_the_cli(tmp_path):
     assert row["method"] == "contmav" and row["segmenter"] is None
     assert row["method_config"]["steps"] == 2 and row["checkpoint_sha256"]
     assert 0 <= row["metrics"]["AP"] <= 1 and 0 <= row["metrics"]["mIoU"] <= 1
+
+
+def test_he_init_skips_output_and_depthwise_convs_as_the_official_code():
+    """``build_model.py --he_init``: He (fan-out) for hidden convs; the class-count output convs
+    and the depthwise upsamples keep their init; biases keep PyTorch's default."""
+    from owsbench.methods.nn.contmav_model import ContMAVNet
+
+    torch.manual_seed(0)
+    net = ContMAVNet(5, decoder_channels=(64, 32, 16), decoder_blocks=1)
+    for decoder in (net.decoder_ss, net.decoder_ow):
+        out = decoder.conv_out  # PyTorch default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        bound = 1 / math.sqrt(out.in_channels * 9)
+        assert out.weight.abs().max() <= bound and out.weight.std() > 0.3 * bound
+        assert out.bias.abs().max() > 0  # not zeroed
+        assert torch.equal(decoder.up1.conv.weight[0, 0, 1], torch.tensor([0.125, 0.25, 0.125]))
+    hidden = net.decoder_ss.modules_[0].conv[0]  # a 3x3 conv, He init with fan-out
+    expected = math.sqrt(2 / (hidden.out_channels * 9))
+    assert float(hidden.weight.std()) == pytest.approx(expected, rel=0.1)
+
+
+def test_staged_recipe_starts_every_variant_from_one_cached_ce_fit(frames, one_thread, tmp_path):
+    from owsbench.methods.contmav import ContMAVFocal
+    from owsbench.methods.nn.contmav_staged import ce_only_state
+
+    sizes = dict(num_classes=19, batch_size=2, crop=(64, 128), **SMALL)
+    ctx = FitContext(
+        seed=0, device=torch.device("cpu"), cache_dir=tmp_path, progress=False,
+        train_fingerprint="four-frames",
+    )  # fmt: skip
+    split = ListSplit(frames)
+    method = ContMAV(ContMAVConfig(steps=0, init_from_ce=True, ce_steps=3, **sizes))
+    method.fit(split, ctx)  # no ContMAV steps: the network is the CE stage's
+    report = method.fit_report
+    assert report["staged_init"] == "cross-entropy-only fit" and report["ce_steps"] == 3
+    assert report["ce_fit_cached"] is False and np.isfinite(report["ce_loss_end"])
+    state, again = ce_only_state(method.config, 3, split, ctx)
+    assert again["ce_fit_cached"] is True
+    model = method.model.state_dict()
+    assert all(torch.equal(model[k], v) for k, v in state.items() if "num_batches" not in k)
+    variant = ContMAVFocal(ContMAVFocalConfig(steps=2, init_from_ce=True, ce_steps=3, **sizes))
+    variant.fit(split, ctx)  # another loss, same architecture and recipe: the same CE fit
+    assert variant.fit_report["ce_fit_cached"] is True
+    assert len(list((tmp_path / "fits").glob("contmav-ce-*.pt"))) == 1
+
+
+def test_min_tp_pixels_keeps_thin_class_means_out_of_the_feature_loss():
+    config = ContMAVConfig(num_classes=3, **SMALL)
+    method = ContMAV(config)
+    logits, emb = torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4)
+    labels = torch.tensor([[0, 1, 2, 2]] * 4)[None]
+    stats = ClassStats(torch.zeros(3, 3), torch.ones(3, 3), torch.tensor([2.0, 2.0, 50.0]))
+    every = method.losses(logits, emb, labels, stats)["feat"]
+    thin = ContMAV(dataclasses.replace(config, min_tp_pixels=10)).losses(
+        logits, emb, labels, stats
+    )["feat"]
+    only_class_2 = ContMAV(config).losses(
+        logits, emb, labels,
+        ClassStats(stats.means, stats.variances, torch.tensor([0.0, 0.0, 50.0])),
+    )["feat"]  # fmt: skip
+    assert thin.item() == pytest.approx(only_class_2.item()) and thin.item() < every.item()

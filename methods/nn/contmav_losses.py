@@ -31,7 +31,10 @@ Fixed bugs of the official code: ``OWLoss.forward`` iterates ``gt_labels[:-1]``,
 class whenever the batch has no void pixel (here: void is removed explicitly); the contrastive
 loss is averaged over images with at least one known pixel (officially over the whole batch,
 so all-void images dilute it); classes without a class mean are left out of both MAV losses
-rather than compared with a zero mean / zero variance (``valid``). ``eps`` is the official
+rather than compared with a zero mean / zero variance (``valid``); ``ContrastiveLoss`` turns the
+per-class mean embeddings, a ``(D, classes present)`` tensor, into rows with
+``.view(-1, n_classes)`` instead of a transpose, which mixes embedding dimensions across classes
+(here: each class's mean embedding is one row, the intended loss). ``eps`` is the official
 ``1e-8``; a ``var_floor`` (a deviation, default applied by the caller) keeps a class seen on a
 handful of pixels from producing ``|d| / 1e-8``-sized losses.
 """

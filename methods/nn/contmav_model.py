@@ -155,16 +155,24 @@ class ContMAVNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """He init for the (non-pretrained) convs outside the encoder, as the official code;
-        the learned upsamples keep their bilinear kernels."""
-        bilinear = {id(m.conv) for m in self.modules() if isinstance(m, LearnedUpsample)}
+        """He init (``kaiming_normal_``, fan-out, ReLU) of the conv weights outside the encoder,
+        as the official ``src/build_model.py`` (``--he_init``): output layers (convs with the
+        class count or 19 output channels, and every decoder's ``conv_out``) and depthwise convs
+        (the learned upsamples, which keep their bilinear kernels) are skipped and keep
+        PyTorch's default init; biases are left at PyTorch's default; batch norms get weight 1,
+        bias 0. The random smp encoder keeps torchvision's ResNet init (already He fan-out)."""
+        outputs = {id(m.conv_out) for m in self.modules() if isinstance(m, Decoder)}
         for name, module in self.named_modules():
-            if name.startswith("encoder") or id(module) in bilinear:
+            if name.startswith("encoder"):
                 continue
             if isinstance(module, nn.Conv2d):
+                skip = module.out_channels in (self.num_classes, 19) or id(module) in outputs
+                if skip or module.groups == module.in_channels:
+                    continue
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], int, int]:
         """The shared part of every decoder's input: ``images`` ``(B, 3, H, W)`` in ``[0, 1]``

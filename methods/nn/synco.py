@@ -23,10 +23,10 @@ negatives synthesised from *known* crops; ``"both"``: each side from the other. 
 other side get none (``valid`` marks who has them). Same-class crops are positives
 (:mod:`.infonce`) and never enter a pool, so a positive is never turned into a negative.
 
-Deviations: types 5 and 6 use the analytic gradient ``grad_n(q . n) = q`` given in the paper's
-formulas; the official code estimates it by a central difference along a random direction ``r``
-of norm ~1e-5 and then adds ``delta (q . r) r``, a change of ~1e-7 that leaves ``n`` unchanged
-in float32. The official ``use_type4``/``use_type5`` flags are swapped (harmless when both counts
+Types 5 and 6 use the gradient ``grad_n(q . n) = q`` in closed form; the official code at HEAD
+(``hard_negatives_autograd_1`` / ``_2``) takes the same gradient with ``torch.autograd.grad``,
+so ``n + delta q`` and ``n + eta sign(q)`` are what it computes (no deviation). Deviations: the
+official ``use_type4``/``use_type5`` flags are swapped (harmless when both counts
 are > 0, as by default; here each count switches its own type). The warm-up (official: 10 of 200
 epochs without synthetic negatives) is a fraction of the pre-training steps, applied by the
 caller.
