@@ -54,6 +54,14 @@ the split size. Bugs of the official code fixed: the ``gt_labels[:-1]`` class dr
 its per-class means reshaped with ``.view`` instead of transposed; the
 repo's 40-image debug dataset length; the ``type=bool`` flags that train plain CE by default (all
 three extra losses are on here, each switchable).
+
+Staged recipe (options, off by default so the official recipe stays the default): with
+``init_from_ce`` the network starts from a cross-entropy-only fit of the same architecture and
+training recipe (``ce_steps`` steps, default the main training's; cached and shared by every
+variant; :mod:`owsbench.methods.nn.contmav_staged`), as the official ``--finetune`` allows;
+``min_tp_pixels`` keeps a class's mean out of ``L_f`` until it rests on at least that many
+true-positive pixels (0 = official: a handful of pixels already enter). The fit report records
+``staged_init``, ``ce_steps``, ``ce_loss_end``, ``ce_fit_cached`` and ``min_tp_pixels``.
 """
 
 from __future__ import annotations
