@@ -22,7 +22,7 @@ import torch
 
 from owsbench.datasets.base import Split
 from owsbench.segmenters.base import SegmenterOutput
-from owsbench.training.loop import TrainLog
+from owsbench.training.log import TrainLog
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ from owsbench.training.loop import Hook, Loop, Recipe, Streams
 from owsbench.training.supervision import Supervision
 
 SCORES = ("unknown", "semantic", "contrastive")
+GAUSSIANS = ("official", "per-dim")
 # ContMAV as in the paper and the official code (PRBonn/ContMAV src/args.py, README): 500 epochs,
 # batch 8, 512x1024 crops after rescaling by [0.5, 2.0], decoders (512, 256, 128) with three
 # NonBottleneck1D blocks per module, lr 1e-4 (the code's default for batch 8; 0.004, sometimes
@@ -108,7 +109,6 @@ CONTMAV_PAPER: dict[str, Any] = {
     "decoder_blocks": 3,
     "lr": 1e-4,
 }
-GAUSSIANS = ("official", "per-dim")
 
 
 @dataclass(frozen=True)
@@ -310,6 +310,7 @@ class ContMAV(Method):
         ce = ce_only_state(cfg, steps, train, ctx) if cfg.init_from_ce else None
         torch.manual_seed(ctx.seed)
         self.model = self._build().to(ctx.device).train()
+        self.fit_report = {}
         staged = self.start_from(*ce) if ce is not None else {}
         self.before_training(train, ctx)
         self.fit_report.update(staged)

@@ -111,7 +111,8 @@ from owsbench.methods.nn.outlier_exposure import (
 )
 from owsbench.metrics import AnomalyMetric
 from owsbench.training.batches import Batch
-from owsbench.training.loop import Loop, Recipe, Streams, TrainLog
+from owsbench.training.log import TrainLog
+from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.supervision import Supervision
 
 FUSIONS = ("anomaly", "unknown", "mean", "confidence-shrink", "logit-confidence")

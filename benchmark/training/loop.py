@@ -16,10 +16,9 @@ outlier-exposure pastes, augmentation), so a seed fixes the whole fit; the globa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,7 +26,11 @@ from tqdm.auto import tqdm
 
 from owsbench.errors import BadInput
 from owsbench.training.batches import AugmentConfig, Batch, augment, frame_order
+from owsbench.training.log import TrainLog
 from owsbench.training.schedule import one_cycle_lr
+
+if TYPE_CHECKING:
+    from owsbench.training.supervision import Supervision
 
 OPTIMIZERS = ("adamw", "sgd")
 Sampler = Callable[[int, int, int, np.random.Generator], Iterator[list[int]]]
@@ -89,34 +92,6 @@ class Streams:
         return cls(rng, rng, torch.Generator().manual_seed(int(rng.integers(2**62))))
 
 
-@dataclass
-class TrainLog:
-    """The training curve: per step the total loss, the lr and every other loss term (NaN at
-    steps where a term was absent); ``validation``: ``{"step": s, **metrics}`` records."""
-
-    loss: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    scalars: dict[str, list[float]] = field(default_factory=dict)
-    validation: list[dict[str, float]] = field(default_factory=list)
-
-    def record(self, lr: float, terms: dict[str, torch.Tensor]) -> None:
-        step = len(self.loss)
-        self.loss.append(terms["total"].item())
-        self.lr.append(lr)
-        for name, value in terms.items():
-            if name != "total":
-                self.scalars.setdefault(name, [math.nan] * step).append(value.item())
-        for values in self.scalars.values():
-            values.extend([math.nan] * (step + 1 - len(values)))
-
-    def meta(self) -> dict[str, Any]:
-        """What the fit cache stores of the curve (``train_loss``, ``lr``, ``validation``)."""
-        extra: dict[str, Any] = {"train_loss": self.loss, "lr": self.lr}
-        if self.validation:
-            extra["validation"] = self.validation
-        return extra
-
-
 class Hook:
     """Code that runs around a loop: ``before`` the first step, ``on_step`` after every
     optimiser step (``terms`` are that step's loss terms), ``after`` the last step."""
@@ -162,7 +137,7 @@ class Loop:
         self.progress = progress
         self.log = TrainLog()
 
-    def batches(self, source: Sequence, supervision: Any) -> Iterator[Batch]:
+    def batches(self, source: Sequence, supervision: Supervision) -> Iterator[Batch]:
         """The loop's batches, built lazily (so draws of order and batch streams interleave)."""
         order = self.sampler(
             len(source), self.recipe.steps, self.recipe.batch_size, self.streams.order
@@ -175,7 +150,9 @@ class Loop:
                 )
             yield batch.to(self.device)
 
-    def run(self, params: Iterable[torch.nn.Parameter], source: Sequence, supervision: Any):
+    def run(
+        self, params: Iterable[torch.nn.Parameter], source: Sequence, supervision: Supervision
+    ) -> TrainLog:
         """Train ``params`` on ``source`` (a split or any sequence the supervision batches);
         return the ``TrainLog``."""
         params = list(params)

@@ -8,7 +8,8 @@ import torch
 
 from owsbench.datasets.base import Split
 from owsbench.segmenters.base import Segmenter, SegmenterConfig
-from owsbench.training.loop import Loop, Recipe, Streams, TrainLog
+from owsbench.training.log import TrainLog
+from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.validation import validation_miou
 
 

@@ -1,0 +1,37 @@
+"""The training curve of a fit: per-step loss, learning rate, named loss terms, validation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class TrainLog:
+    """The training curve: per step the total loss, the lr and every other loss term (NaN at
+    steps where a term was absent); ``validation``: ``{"step": s, **metrics}`` records."""
+
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    scalars: dict[str, list[float]] = field(default_factory=dict)
+    validation: list[dict[str, float]] = field(default_factory=list)
+
+    def record(self, lr: float, terms: dict[str, torch.Tensor]) -> None:
+        step = len(self.loss)
+        self.loss.append(terms["total"].item())
+        self.lr.append(lr)
+        for name, value in terms.items():
+            if name != "total":
+                self.scalars.setdefault(name, [math.nan] * step).append(value.item())
+        for values in self.scalars.values():
+            values.extend([math.nan] * (step + 1 - len(values)))
+
+    def meta(self) -> dict[str, Any]:
+        """What the fit cache stores of the curve (``train_loss``, ``lr``, ``validation``)."""
+        extra: dict[str, Any] = {"train_loss": self.loss, "lr": self.lr}
+        if self.validation:
+            extra["validation"] = self.validation
+        return extra
