@@ -217,15 +217,10 @@ class ContMAV(Method):
             except ValueError as err:
                 raise BadInput(f"{self.name}: {err}") from None
 
+    network: ClassVar[type[ContMAVNet]] = ContMAVNet
+
     def _build(self) -> ContMAVNet:
-        cfg: ContMAVConfig = self.config
-        return ContMAVNet(
-            cfg.num_classes,
-            encoder=cfg.encoder,
-            decoder_channels=tuple(cfg.decoder_channels),
-            decoder_blocks=cfg.decoder_blocks,
-            context_bins=tuple(cfg.context_bins),
-        )
+        return self.network.from_config(self.config)
 
     def _floored(self, stats: ClassStats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return stats.means, stats.variances.clamp(min=self.config.var_floor), stats.valid

@@ -280,6 +280,7 @@ class ContMAVTruFor(ContMAV):
         "decoder (TCP); fusion with the unknown score chosen on validation AP"
     )
     inference_fields: ClassVar[tuple[str, ...]] = (*ContMAV.inference_fields, "fusion")
+    network: ClassVar[type[ContMAVNet]] = ContMAVTruForNet
 
     def __init__(self, config: ContMAVTruForConfig | None = None) -> None:
         super().__init__(config)
@@ -300,16 +301,6 @@ class ContMAVTruFor(ContMAV):
         self.fusion_ap: dict[str, float] = {}
         self.confidence_log = TrainLog(loss=[], lr=[])
         self.fit_report: dict[str, Any] = {}
-
-    def _build(self) -> ContMAVTruForNet:
-        cfg: ContMAVTruForConfig = self.config
-        return ContMAVTruForNet(
-            cfg.num_classes,
-            encoder=cfg.encoder,
-            decoder_channels=tuple(cfg.decoder_channels),
-            decoder_blocks=cfg.decoder_blocks,
-            context_bins=tuple(cfg.context_bins),
-        )
 
     # -- phase 1 (ContMAV's loop) -------------------------------------------------------------
     def fit(self, train: Split, ctx: FitContext) -> None:

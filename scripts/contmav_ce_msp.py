@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from owsbench.datasets.synthstreets import SynthStreets
 from owsbench.methods.base import image_batch
 from owsbench.methods.contmav import ContMAVConfig
-from owsbench.methods.nn.contmav_staged import build_net
+from owsbench.methods.nn.contmav_model import ContMAVNet
 from owsbench.metrics import AnomalyMetric, SemanticMetric
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     results: dict[str, dict[int, list[float]]] = {"val": {}, "test": {}}
     for meta_path in fits:
         seed = json.loads(meta_path.read_text())["recipe"]["seed"]
-        net = build_net(ContMAVConfig())
+        net = ContMAVNet.from_config(ContMAVConfig())
         net.load_state_dict(torch.load(meta_path.with_suffix(".pt"), weights_only=True))
         for split in results:
             results[split][seed] = score(net.eval(), dataset.split(split))

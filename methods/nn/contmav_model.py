@@ -28,6 +28,8 @@ the outputs are cropped back to the input size.
 
 from __future__ import annotations
 
+from typing import Any
+
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
@@ -153,6 +155,18 @@ class ContMAVNet(nn.Module):
         self.decoder_ow = Decoder(decoder_channels[0], chans, decoder_blocks, num_classes)
         register_imagenet_stats(self)
         self._init_weights()
+
+    @classmethod
+    def from_config(cls, config: Any) -> ContMAVNet:
+        """The network of a ContMAV config's architecture fields (``num_classes``, ``encoder``,
+        ``decoder_channels``, ``decoder_blocks``, ``context_bins``)."""
+        return cls(
+            config.num_classes,
+            encoder=config.encoder,
+            decoder_channels=tuple(config.decoder_channels),
+            decoder_blocks=config.decoder_blocks,
+            context_bins=tuple(config.context_bins),
+        )
 
     def _init_weights(self) -> None:
         """He init (``kaiming_normal_``, fan-out, ReLU) of the conv weights outside the encoder,

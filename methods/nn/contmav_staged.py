@@ -49,16 +49,6 @@ class CrossEntropyOnly(Supervision):
         return {"total": semantic_ce(self.model(batch.images)[0], batch.labels)}
 
 
-def build_net(config: Any) -> ContMAVNet:
-    return ContMAVNet(
-        config.num_classes,
-        encoder=config.encoder,
-        decoder_channels=tuple(config.decoder_channels),
-        decoder_blocks=config.decoder_blocks,
-        context_bins=tuple(config.context_bins),
-    )
-
-
 def ce_only_state(
     config: Any, steps: int, train: Split, ctx: FitContext
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -75,7 +65,7 @@ def ce_only_state(
 
     def fit() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         torch.manual_seed(ctx.seed)
-        model = build_net(config).to(ctx.device).train()
+        model = ContMAVNet.from_config(config).to(ctx.device).train()
         loop = Loop(
             Recipe.of(config, steps=steps),
             ctx.device,
