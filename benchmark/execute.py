@@ -46,7 +46,15 @@ from owsbench.evaluate import (
 )
 from owsbench.fits import Fit, FitCache, fit_or_load
 from owsbench.methods.base import FitContext, Method
-from owsbench.plan import DatasetRef, Datasets, Job, MethodPlan, SegmenterPlan, jsonable
+from owsbench.plan import (
+    DatasetRef,
+    Datasets,
+    Job,
+    MethodPlan,
+    SegmenterPlan,
+    jsonable,
+    row_key_of,
+)
 from owsbench.results import ResultsStore
 from owsbench.rows import Artifacts, build_row, environment, row_id, row_key
 from owsbench.score_eval import component_metrics
@@ -306,8 +314,9 @@ class LocalExecutor:
         """Fit, infer, measure and write every row of ``job`` (rows present are replaced)."""
         ctx = self.context(job)
         group, fits = fit_group(ctx)
-        training = {
-            method_id: [path for f in done if f and (path := save_training_log(self.out, f))]
+        logs = {id(f): save_training_log(self.out, f) for done in fits.values() for f in done if f}
+        training = {  # each fit's log written once (a shared segmenter's too)
+            method_id: [logs[id(f)] for f in done if f and logs[id(f)]]
             for method_id, done in fits.items()
         }
         env = self.environment(ctx.device)
@@ -315,10 +324,8 @@ class LocalExecutor:
             results, seconds, samples = infer_split(ctx, group, split)
             for plan in job.methods:
                 components = measure_components(ctx, plan.id, split)
-                key = (plan.id, plan.config_hash, job.dataset.name, job.dataset.fingerprint)
-                curve = save_curve(
-                    self.out, row_id((*key, split, job.seed)), results[plan.id].anomaly
-                )
+                key = row_key_of(job.dataset, plan, split, job.seed)
+                curve = save_curve(self.out, row_id(key), results[plan.id].anomaly)
                 artifacts = Artifacts(curve, samples, training[plan.id])
                 row = build_row(
                     job,

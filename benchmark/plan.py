@@ -423,6 +423,11 @@ def plan(config: RunConfig, datasets: Datasets | None = None) -> list[Job]:
     return jobs
 
 
+def row_key_of(dataset: DatasetRef, method: MethodPlan, split: str, seed: int) -> tuple:
+    """The key (``owsbench.rows.KEY_FIELDS``, in order) of the row of ``method`` on ``split``."""
+    return (method.id, method.config_hash, dataset.name, dataset.fingerprint, split, seed)
+
+
 def plan_job(
     config: RunConfig,
     group: Sequence[MethodSpec],
@@ -438,9 +443,5 @@ def plan_job(
     if shares_segmenter(group[0]):
         segmenter = plan_segmenter(config, group[0].segmenter, train, num_classes, seed)
     methods = tuple(plan_method(config, s, segmenter, train, num_classes, seed) for s in group)
-    rows = tuple(
-        (m.id, m.config_hash, dataset.name, dataset.fingerprint, split, seed)
-        for split in splits
-        for m in methods
-    )
+    rows = tuple(row_key_of(dataset, m, split, seed) for split in splits for m in methods)
     return Job(dataset, train, seed, splits, segmenter, methods, settings, rows)
