@@ -2,7 +2,9 @@
 
 Conventions (the project conventions, README.md): images are ``H x W x 3`` uint8 RGB; semantic
 labels are ``H x W`` uint8 class ids ``0..K-1`` in the dataset's known-class space with ``255`` =
-void; anomaly labels are ``H x W`` uint8 with ``0`` = inlier, ``1`` = anomaly, ``255`` = void.
+void; anomaly labels are ``H x W`` uint8 with ``0`` = inlier, ``1`` = anomaly, ``255`` = void;
+instance ids (where a dataset has them) are ``H x W`` int32, ``0`` = no instance, each other value
+one object of a thing class (unique within the frame).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Frame:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     semantic: np.ndarray | None = None  # (H, W) uint8, 0..K-1, 255 = void
     anomaly: np.ndarray | None = None  # (H, W) uint8, 0 / 1 / 255
+    instances: np.ndarray | None = None  # (H, W) int32, 0 = none, else one object per value
 
 
 class Split(Sequence[Frame], ABC):
@@ -65,6 +68,13 @@ class Dataset(ABC):
     component_size_filters: ClassVar[tuple[int, int]] = (0, 0)
     # a labelled split for choices made during fits (validation); never one of eval_splits
     validation_split: ClassVar[str | None] = None
+    # whether the training frames carry instance ids (``Frame.instances``), and for which class
+    # ids (thing classes: one object per instance; every other class is "stuff")
+    provides_instances: ClassVar[bool] = False
+    thing_classes: ClassVar[tuple[int, ...]] = ()
+    # the class id that means "background" (Oxford-IIIT Pet), or None where every pixel outside
+    # the labelled classes is void (road scenes)
+    background_class: ClassVar[int | None] = None
 
     def __init__(self, root: Path, preset: str = "default") -> None:
         self.root = Path(root)
@@ -105,6 +115,7 @@ class FrameFiles:
     image: Path
     semantic: Path | None = None
     anomaly: Path | None = None
+    instances: Path | None = None
 
 
 class FileSplit(Split):
@@ -161,6 +172,10 @@ class FileDataset(Dataset):
         check_values(raw, {0, 1, VOID}, path)
         return raw.astype(np.uint8)
 
+    def decode_instances(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """Raw instance-id array -> ``(H, W)`` int32 ids, 0 = no instance (default: as is)."""
+        return raw.astype(np.int32)
+
     def derive_anomaly(self, semantic_raw: np.ndarray, path: Path) -> np.ndarray | None:
         """Anomaly labels derived from the raw semantic labels, for datasets whose anomalies
         are a class of the semantic labels (StreetHazards, BDD-Anomaly); None by default."""
@@ -180,7 +195,12 @@ class FileDataset(Dataset):
             raw = read_label(files.anomaly)
             check_size(image, raw, files.anomaly)
             anomaly = self.decode_anomaly(raw, files.anomaly)
-        return Frame(files.frame_id, image, semantic, anomaly)
+        instances = None
+        if files.instances is not None:
+            raw = read_label(files.instances)
+            check_size(image, raw, files.instances)
+            instances = self.decode_instances(raw, files.instances)
+        return Frame(files.frame_id, image, semantic, anomaly, instances)
 
     def files(self, split: str) -> list[FrameFiles]:
         if split not in self.splits:
@@ -222,7 +242,7 @@ class FileDataset(Dataset):
             digest = hashlib.sha256()
             for split in used:
                 for f in self.files(split):
-                    for path in (f.image, f.semantic, f.anomaly):
+                    for path in (f.image, f.semantic, f.anomaly, f.instances):
                         if path is not None:
                             size = path.stat().st_size
                             digest.update(f"{path.relative_to(self.root)}:{size};".encode())

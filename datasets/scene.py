@@ -64,11 +64,13 @@ class View:
 
 
 class Canvas:
-    """A float RGB image in [0, 1] and its label map, painted in layers."""
+    """A float RGB image in [0, 1], its label map and its instance-id map (0 = none), painted
+    in layers."""
 
     def __init__(self, height: int, width: int) -> None:
         self.image = np.zeros((height, width, 3), np.float32)
         self.labels = np.full((height, width), VOID, np.uint8)
+        self.instances = np.zeros((height, width), np.int32)
 
     def paint(self, mask: np.ndarray, color: np.ndarray, label: int) -> None:
         """Paint ``color`` (an RGB triple or an ``(H, W, 3)`` texture) where ``mask`` holds."""
@@ -514,13 +516,31 @@ def finish(image: np.ndarray, view: View, rng: np.random.Generator) -> np.ndarra
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+UNWRITTEN = 253  # label of pixels no drawer has written yet, while one object is drawn
+THING_TRAIN_IDS = tuple(range(TRAIN_ID["person"], TRAIN_ID["bicycle"] + 1))
+
+
+def draw_object(canvas: Canvas, view: View, item: Placed, instance: int, rng) -> None:
+    """Draw ``item``; the pixels it labels with a thing class get instance id ``instance``,
+    every other pixel it labels loses its instance id (occlusion)."""
+    before = canvas.labels.copy()
+    canvas.labels[:] = UNWRITTEN
+    item.draw(canvas, view, item.lateral, item.t, rng)
+    written = canvas.labels != UNWRITTEN
+    canvas.labels[~written] = before[~written]
+    thing = np.isin(canvas.labels, THING_TRAIN_IDS)
+    canvas.instances[written] = np.where(thing[written], instance, 0)
+
+
 def render_scene(
     rng: np.random.Generator,
     height: int,
     width: int,
     extra: Callable[[View, np.ndarray], list[Placed]] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Render one scene: ``(image (H, W, 3) uint8, semantic (H, W) uint8 with 255 = void)``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render one scene: ``(image (H, W, 3) uint8, semantic (H, W) uint8 with 255 = void,
+    instances (H, W) int32)``; each drawn object of a thing class (person, rider, car, truck,
+    bus, train, motorcycle, bicycle) has its own instance id, 0 elsewhere.
 
     ``extra(view, semantic_so_far)`` may return more objects (e.g. anomalies) to draw in depth
     order with the scene's own objects; it sees the ground and street sides already painted.
@@ -532,7 +552,8 @@ def render_scene(
     placed = scatter_objects(view, rng)
     if extra is not None:
         placed += extra(view, canvas.labels.copy())
-    for item in sorted(placed, key=lambda p: p.t):
-        item.draw(canvas, view, item.lateral, item.t, rng)
+    for instance, item in enumerate(sorted(placed, key=lambda p: p.t), start=1):
+        draw_object(canvas, view, item, instance, rng)
     paint_ego_void(canvas, view, rng)
-    return finish(canvas.image, view, rng), canvas.labels
+    canvas.instances[canvas.labels == VOID] = 0
+    return finish(canvas.image, view, rng), canvas.labels, canvas.instances

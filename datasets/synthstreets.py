@@ -37,10 +37,10 @@ from owsbench.datasets.objects import (
     outlier_exposure_source,
 )
 from owsbench.datasets.paste import composite, scaled_cutout
-from owsbench.datasets.scene import Canvas, Placed, View, render_scene
+from owsbench.datasets.scene import THING_TRAIN_IDS, Canvas, Placed, View, render_scene
 from owsbench.errors import BadInput
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: instance ids (instances/<frame id>.png, uint16)
 DATASET_SEED = 20261121
 SPLITS = ("train", "val", "test")
 ANOMALY_MARK = 254  # temporary label of anomaly pixels while a scene is painted
@@ -93,21 +93,24 @@ def anomaly_objects(rng: np.random.Generator, source: ObjectSource):
 
 def generate_frame(
     split: str, index: int, config: SynthConfig, seed: int = DATASET_SEED
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Frame ``index`` of ``split`` as ``(image, semantic, anomaly or None)``; deterministic."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Frame ``index`` of ``split`` as ``(image, semantic, anomaly or None, instances)``;
+    deterministic."""
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     if split == "train":
-        image, semantic = render_scene(rng, config.height, config.width)
-        return image, semantic, None
+        image, semantic, instances = render_scene(rng, config.height, config.width)
+        return image, semantic, None, instances
     source = evaluation_anomaly_source()
     while True:  # re-roll the rare scene whose anomalies end up hidden
-        image, labels = render_scene(rng, config.height, config.width, anomaly_objects(rng, source))
+        image, labels, instances = render_scene(
+            rng, config.height, config.width, anomaly_objects(rng, source)
+        )
         hit = labels == ANOMALY_MARK
         if hit.sum() >= 12:
             break
     semantic = np.where(hit, VOID, labels).astype(np.uint8)
     anomaly = np.where(hit, 1, np.where(semantic == VOID, VOID, 0)).astype(np.uint8)
-    return image, semantic, anomaly
+    return image, semantic, anomaly, instances
 
 
 def _split_digest(folder: Path) -> str:
@@ -135,7 +138,8 @@ class SynthSplit(Split):
         semantic = np.asarray(Image.open(self.folder / "semantic" / f"{frame_id}.png"))
         anomaly_path = self.folder / "anomaly" / f"{frame_id}.png"
         anomaly = np.asarray(Image.open(anomaly_path)) if anomaly_path.exists() else None
-        return Frame(frame_id, image, semantic, anomaly)
+        instances = np.asarray(Image.open(self.folder / "instances" / f"{frame_id}.png"))
+        return Frame(frame_id, image, semantic, anomaly, instances.astype(np.int32))
 
 
 class SynthStreets(Dataset):
@@ -145,11 +149,13 @@ class SynthStreets(Dataset):
     splits: ClassVar[tuple[str, ...]] = SPLITS
     eval_splits: ClassVar[tuple[str, ...]] = ("test",)
     validation_split: ClassVar[str | None] = "val"
+    provides_instances: ClassVar[bool] = True
+    thing_classes: ClassVar[tuple[int, ...]] = THING_TRAIN_IDS
     description: ClassVar[str] = (
         "Procedural road scenes in the Cityscapes 19-class trainId space (road, sidewalk, "
         "building, wall, fence, pole, traffic light/sign, vegetation, terrain, sky, person, car, "
         "truck, bicycle; 255 = void clutter, ego hood, borders), generated on first use into "
-        "<data root>/synthstreets/<preset>/. Splits: train (no anomalies), val and test (1-3 "
+        "<data root>/synthstreets/<preset>/, with instance ids of the thing classes. Splits: train (no anomalies), val and test (1-3 "
         "anomalies per frame from object families never seen in training: photo cut-outs of "
         "scikit-image's chelsea, coffee, astronaut, rocket and the horse silhouette). Sizes: "
         + "; ".join(
@@ -229,9 +235,14 @@ class SynthStreets(Dataset):
             shutil.rmtree(staging, ignore_errors=True)
 
     def _write_frame(self, folder: Path, split: str, index: int) -> None:
-        image, semantic, anomaly = generate_frame(split, index, self.config)
+        image, semantic, anomaly, instances = generate_frame(split, index, self.config)
         frame_id = f"{split}_{index:04d}"
-        arrays = {"images": image, "semantic": semantic, "anomaly": anomaly}
+        arrays = {
+            "images": image,
+            "semantic": semantic,
+            "anomaly": anomaly,
+            "instances": instances.astype(np.uint16),
+        }
         for kind, array in arrays.items():
             if array is not None:
                 (folder / kind).mkdir(parents=True, exist_ok=True)

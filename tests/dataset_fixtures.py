@@ -23,7 +23,7 @@ VOID_LABEL_ID = 0  # "unlabeled"
 
 def scene(seed: int, height: int = 64, width: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """An RGB image and its trainId map (255 = void)."""
-    return render_scene(np.random.default_rng(seed), height, width)
+    return render_scene(np.random.default_rng(seed), height, width)[:2]
 
 
 def to_label_ids(train_ids: np.ndarray) -> np.ndarray:

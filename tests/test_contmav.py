@@ -144,7 +144,7 @@ SMALL = dict(decoder_channels=(32, 16, 16), decoder_blocks=1, encoder="resnet18"
 def frames() -> list[Frame]:
     out = []
     for i in range(4):
-        image, semantic, _ = generate_frame("train", i, SIZES["quick"])
+        image, semantic, _, _ = generate_frame("train", i, SIZES["quick"])
         out.append(Frame(f"f{i}", image, semantic))
     return out
 

@@ -35,10 +35,15 @@ def test_frames_are_deterministic_and_seed_dependent():
 @pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_label_value_sets(split):
     for index in range(6):
-        image, semantic, anomaly = generate_frame(split, index, QUICK)
+        image, semantic, anomaly, instances = generate_frame(split, index, QUICK)
         assert image.shape == (QUICK.height, QUICK.width, 3) and image.dtype == np.uint8
         assert semantic.shape == image.shape[:2] and semantic.dtype == np.uint8
         assert set(np.unique(semantic)) <= set(range(19)) | {255}
+        assert instances.shape == semantic.shape and instances.dtype == np.int32
+        thing = (semantic >= 11) & (semantic <= 18)
+        assert np.all(instances[thing] > 0) and np.all(instances[~thing] == 0)
+        for instance in np.unique(instances[instances > 0]):  # one class per instance
+            assert len(np.unique(semantic[instances == instance])) == 1
         if split == "train":
             assert anomaly is None
             continue
@@ -76,7 +81,7 @@ def test_outlier_exposure_and_test_families_are_disjoint():
 
 
 def test_outlier_paste_labels_like_test_anomalies():
-    image, semantic, _ = generate_frame("train", 0, QUICK)
+    image, semantic, _, _ = generate_frame("train", 0, QUICK)
     rng = np.random.default_rng(1)
     cutout, _ = outlier_exposure_source().sample(rng)
     assert cutout.ndim == 3 and cutout.shape[2] == 4 and cutout.dtype == np.uint8
