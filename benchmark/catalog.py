@@ -136,6 +136,11 @@ DATASETS.register(
 DATASETS.register(
     "road-anomaly", "owsbench.datasets.road_anomaly:RoadAnomaly", "Road Anomaly (Lis et al.)"
 )
+DATASETS.register(
+    "oxford-pet",
+    "owsbench.datasets.oxford_pet:OxfordPet",
+    "Oxford-IIIT Pet trimaps: background / cat / dog (or 37 breeds), one instance per image",
+)
 
 # Metrics: derived from the metric specs (owsbench.metrics.specs), one entry per spec in display
 # order; each target resolves to the MetricSpec itself (the specs module's ``__getattr__``).

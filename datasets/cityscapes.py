@@ -6,11 +6,19 @@ as-is under ``<data root>/cityscapes/``), checked against ``mcordts/cityscapesSc
 
     leftImg8bit/{train,val,test}/{city}/{city}_{seq:06d}_{frame:06d}_leftImg8bit.png
     gtFine/{train,val,test}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_labelIds.png
+    gtFine/{train,val,test}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_instanceIds.png  (optional)
 
 ``*_gtFine_labelIds.png`` holds labelIds 0..33 (the license plate, id -1, is never drawn); they
 are mapped to the 19 trainIds with the official table, every other id to 255. When
 ``*_gtFine_labelTrainIds.png`` (made by ``csCreateTrainIdLabelImgs``) is present next to it, it
-is read directly (values 0..18 and 255). Test labels are not public (the download only holds the
+is read directly (values 0..18 and 255). When ``*_gtFine_instanceIds.png`` is present, it gives
+the frame's instance ids (``Frame.instances``): the official 16-bit encoding
+(``preparation/json2instanceImg.py``) is ``labelId * 1000 + instance index`` on the objects of
+classes with instances and the plain labelId elsewhere (stuff and crowd regions); values >= 1000
+are kept as the ids (unique within a frame), everything else is 0. Objects of caravan and
+trailer (labelIds 29, 30: instances in the official data, but void trainIds) are 0 as well, so
+every id lies on a thing class (person, rider, car, truck, bus, train, motorcycle, bicycle =
+trainIds 11..18). Test labels are not public (the download only holds the
 ego-vehicle and border masks), so ``test`` is refused.
 
 The city-folder walk (:func:`city_frames`) is shared with the LostAndFound adapter, which uses
@@ -61,12 +69,46 @@ LABEL_ID_LUT = np.array(
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
+# instanceIds values >= INSTANCE_OFFSET are labelId * 1000 + instance index (json2instanceImg.py)
+INSTANCE_OFFSET = 1000
+# trainIds of the classes with instances that are evaluated: person .. bicycle
+THING_TRAIN_IDS: tuple[int, ...] = tuple(range(11, 19))
+# labelIds whose objects become instance ids (the ones with a thing trainId)
+THING_LABEL_IDS = frozenset(k for k, v in LABEL_ID_TO_TRAIN_ID.items() if v in THING_TRAIN_IDS)
+# labelIds with instances in the official data (``hasInstances``: 24..33, caravan and trailer too)
+HAS_INSTANCES_LABEL_IDS = frozenset(range(24, 34))
 
 
 def label_ids_to_train_ids(label_ids: np.ndarray, path: Path) -> np.ndarray:
     """Cityscapes labelIds (0..33) -> trainIds 0..18 / 255; ``BadInput`` on other values."""
     check_values(label_ids, set(range(NUM_LABEL_IDS)), path)
     return LABEL_ID_LUT[label_ids]
+
+
+def instance_ids(raw: np.ndarray, path: Path) -> np.ndarray:
+    """A Cityscapes ``*_gtFine_instanceIds.png`` array -> ``(H, W)`` int32 instance ids.
+
+    Values ``labelId * 1000 + k`` of a thing class are kept, every other pixel (stuff, crowd
+    regions, caravan/trailer objects) is 0; ``BadInput`` naming ``path`` on a value that is not a
+    labelId 0..33 nor ``labelId * 1000 + k`` of a class with instances.
+    """
+    values = np.unique(raw).astype(np.int64)
+    objects = values[values >= INSTANCE_OFFSET]
+    plain = {int(v) for v in values[values < INSTANCE_OFFSET]}
+    bad = sorted(plain - set(range(NUM_LABEL_IDS))) + [
+        int(v) for v in objects if int(v) // INSTANCE_OFFSET not in HAS_INSTANCES_LABEL_IDS
+    ]
+    if bad:
+        shown = ", ".join(map(str, bad[:5]))
+        raise BadInput(
+            f"{path}: unexpected instance values {shown} (allowed: labelIds 0..33, "
+            "labelId * 1000 + k for labelIds 24..33)"
+        )
+    keep = [int(v) for v in objects if int(v) // INSTANCE_OFFSET in THING_LABEL_IDS]
+    ids = raw.astype(np.int32)
+    ids[~np.isin(ids, keep)] = 0
+    return ids
 
 
 def city_frames(
@@ -101,7 +143,8 @@ def require_dir(folder: Path, pattern: str) -> None:
 
 
 class Cityscapes(FileDataset):
-    """Cityscapes fine annotations in the 19-class trainId space (semantic labels only)."""
+    """Cityscapes fine annotations in the 19-class trainId space (semantic labels, and instance
+    ids where ``*_gtFine_instanceIds.png`` is present)."""
 
     name: ClassVar[str] = "cityscapes"
     class_names: ClassVar[tuple[str, ...]] = CITYSCAPES_TRAINID_NAMES
@@ -109,6 +152,8 @@ class Cityscapes(FileDataset):
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
     eval_splits: ClassVar[tuple[str, ...]] = ("val",)
     expected_counts: ClassVar[dict[str, int]] = {"train": 2975, "val": 500, "test": 1525}
+    provides_instances: ClassVar[bool] = True
+    thing_classes: ClassVar[tuple[int, ...]] = THING_TRAIN_IDS
     unlabelled_splits: ClassVar[dict[str, str]] = {
         "test": "Cityscapes test labels are not public (evaluate on val; the test server scores "
         "test predictions)"
@@ -116,7 +161,9 @@ class Cityscapes(FileDataset):
     layout: ClassVar[str] = (
         "cityscapes/leftImg8bit/{train,val,test}/{city}/{city}_{seq}_{frame}_leftImg8bit.png\n"
         "cityscapes/gtFine/{train,val,test}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png\n"
-        "  (optional: *_gtFine_labelTrainIds.png from csCreateTrainIdLabelImgs, used if present)"
+        "  (optional: *_gtFine_labelTrainIds.png from csCreateTrainIdLabelImgs, used if present)\n"
+        "cityscapes/gtFine/{train,val,test}/{city}/{city}_{seq}_{frame}_gtFine_instanceIds.png\n"
+        "  (optional, in gtFine_trainvaltest.zip: instance ids, labelId * 1000 + k on objects)"
     )
     source: ClassVar[str] = (
         "https://www.cityscapes-dataset.com/downloads/ (free account): leftImg8bit_trainvaltest.zip"
@@ -125,7 +172,8 @@ class Cityscapes(FileDataset):
     description: ClassVar[str] = (
         "Cityscapes gtFine (2048x1024 street scenes from 50 cities), 19 evaluated classes "
         "(trainIds; other labelIds are void). No anomaly labels: rows report mIoU only. "
-        "Splits train/val/test = 2975/500/1525; test labels are not public, val is evaluated."
+        "Splits train/val/test = 2975/500/1525; test labels are not public, val is evaluated. "
+        "Instance ids (person..bicycle) from *_gtFine_instanceIds.png where present."
     )
 
     def list_files(self, split: str) -> list[FrameFiles]:
@@ -139,10 +187,22 @@ class Cityscapes(FileDataset):
             )
 
         frames = city_frames(self.folder, split, label_candidates)
-        return [FrameFiles(fid, image, semantic=label) for fid, image, label in frames]
+        files = []
+        for fid, image, label in frames:
+            instances = label.parent / (fid + INSTANCE_IDS_SUFFIX)
+            files.append(
+                FrameFiles(
+                    fid, image, semantic=label, instances=instances if instances.is_file() else None
+                )
+            )
+        return files
 
     def decode_semantic(self, raw: np.ndarray, path: Path) -> np.ndarray:
         """labelTrainIds files are validated as they are; labelIds files are mapped."""
         if path.name.endswith(TRAIN_IDS_SUFFIX):
             return super().decode_semantic(raw, path)
         return label_ids_to_train_ids(raw, path)
+
+    def decode_instances(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """The official instanceIds encoding -> instance ids (module docstring)."""
+        return instance_ids(raw, path)

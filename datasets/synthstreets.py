@@ -155,7 +155,8 @@ class SynthStreets(Dataset):
         "Procedural road scenes in the Cityscapes 19-class trainId space (road, sidewalk, "
         "building, wall, fence, pole, traffic light/sign, vegetation, terrain, sky, person, car, "
         "truck, bicycle; 255 = void clutter, ego hood, borders), generated on first use into "
-        "<data root>/synthstreets/<preset>/, with instance ids of the thing classes. Splits: train (no anomalies), val and test (1-3 "
+        "<data root>/synthstreets/<preset>/, with instance ids of the thing classes. Splits: "
+        "train (no anomalies), val and test (1-3 "
         "anomalies per frame from object families never seen in training: photo cut-outs of "
         "scikit-image's chelsea, coffee, astronaut, rocket and the horse silhouette). Sizes: "
         + "; ".join(

@@ -81,27 +81,31 @@ def augment(
     config: AugmentConfig,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random rescale, random crop (void-padded when smaller) to ``config.crop``, flip, jitter."""
+    """Random rescale, random crop (void-padded when smaller) to ``config.crop``, flip, jitter.
+
+    ``labels`` is one dense map per image ``(B, H, W)`` or several ``(B, R, H, W)`` (e.g. the
+    label maps of a combined supervision); every map moves with its image."""
     _, _, frame_h, frame_w = images.shape
     height, width = config.crop or (frame_h, frame_w)
+    maps = labels if labels.dim() == 4 else labels[:, None]
     lo, hi = config.scale_range
     scale = lo + (hi - lo) * torch.rand((), generator=generator).item()
     new_h, new_w = max(8, round(frame_h * scale)), max(8, round(frame_w * scale))
     images = F.interpolate(images, size=(new_h, new_w), mode="bilinear", align_corners=False)
-    labels = F.interpolate(labels[:, None].float(), size=(new_h, new_w), mode="nearest")[:, 0]
-    labels = labels.long()
+    maps = F.interpolate(maps.float(), size=(new_h, new_w), mode="nearest").long()
     if new_h < height or new_w < width:
         pad = (0, max(0, width - new_w), 0, max(0, height - new_h))
         images = F.pad(images, pad, value=0.0)
-        labels = F.pad(labels, pad, value=VOID)
+        maps = F.pad(maps, pad, value=VOID)
     top = int(torch.randint(0, images.shape[2] - height + 1, (), generator=generator))
     left = int(torch.randint(0, images.shape[3] - width + 1, (), generator=generator))
     images = images[:, :, top : top + height, left : left + width]
-    labels = labels[:, top : top + height, left : left + width]
+    maps = maps[:, :, top : top + height, left : left + width]
     if config.hflip and torch.rand((), generator=generator) < 0.5:
-        images, labels = images.flip(-1), labels.flip(-1)
+        images, maps = images.flip(-1), maps.flip(-1)
     if config.color_jitter > 0:
         images = jitter_brightness_contrast(images, config.color_jitter, generator).clamp(0.0, 1.0)
+    labels = maps if labels.dim() == 4 else maps[:, 0]
     return images.contiguous(), labels.contiguous()
 
 
