@@ -83,6 +83,26 @@ SUPERVISIONS.register(
     "owsbench.training.supervision:FullSupervision",
     "dense labels: cross-entropy over every labelled pixel (void ignored)",
 )
+SUPERVISIONS.register(
+    "tags",
+    "owsbench.training.weak:TagsSupervision",
+    "image-level tags: CAMs of a tag classifier (multi-label soft margin) as pseudo-masks",
+)
+SUPERVISIONS.register(
+    "points",
+    "owsbench.training.weak:PointsSupervision",
+    "one pixel per object instance / stuff region, partial cross-entropy",
+)
+SUPERVISIONS.register(
+    "scribbles",
+    "owsbench.training.weak:ScribblesSupervision",
+    "the skeleton of each object / region (optionally cut and thickened), partial CE",
+)
+SUPERVISIONS.register(
+    "boxes",
+    "owsbench.training.weak:BoxesSupervision",
+    "tightest box per object / region, smaller on top (Box^i: inner band only), partial CE",
+)
 
 DATASETS = Registry("dataset")
 DATASETS.register(

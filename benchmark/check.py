@@ -19,6 +19,7 @@ from typing import Any
 
 from owsbench.errors import BadInput
 from owsbench.metrics.specs import metric_spec, number_specs
+from owsbench.rows import row_supervision
 
 DEFAULT_TOLERANCE = 0.01  # one percentage point, for every metric
 MATCH_FIELDS = ("method", "dataset", "split", "seed", "preset")
@@ -78,7 +79,9 @@ def parse_tolerances(text: str | None) -> dict[str, float]:
 
 
 def match_key(row: dict[str, Any]) -> tuple:
-    return tuple(row.get(f) for f in MATCH_FIELDS)
+    """The fields a run's row and its baseline row share (``MATCH_FIELDS``), and the row's
+    supervision regime (``full`` for rows from before regimes)."""
+    return (*(row.get(f) for f in MATCH_FIELDS), row_supervision(row))
 
 
 def compare(

@@ -108,6 +108,13 @@ def list_cmd(what: str) -> None:
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML run config.")
 @click.option("--seeds", default=None, help="Comma-separated seeds, e.g. 0,1,2 (default 0).")
 @click.option(
+    "--supervision",
+    "supervisions",
+    default=None,
+    help="Comma-separated supervision regimes to train the post-hoc methods' segmenter with, "
+    "e.g. full,tags,points,scribbles,boxes,tags+points (default: the config's, full).",
+)
+@click.option(
     "--splits",
     default=None,
     help="Evaluate these splits instead of each dataset's default ones, e.g. val for model "
@@ -149,6 +156,7 @@ def run(
     preset: str | None,
     config_file: Path | None,
     seeds: str | None,
+    supervisions: str | None,
     splits: str | None,
     device: str,
     data_root: Path | None,
@@ -177,7 +185,7 @@ def run(
         methods=split_ids(method_ids, "methods"),
         datasets=split_ids(datasets or file.get("datasets") or "synthstreets", "datasets"),
         seeds=parse_seeds(seeds if seeds is not None else file.get("seeds", "0")),
-        splits=_splits(splits, file),
+        splits=_id_list(splits, file, "splits"),
         preset=get_preset(preset or file.get("preset", "default")),
         device=device,
         data_root=_data_root(data_root),
@@ -191,6 +199,8 @@ def run(
         segmenter_overrides=file.get("segmenter") or {},
         method_overrides=file.get("method_configs") or {},
         dataset_options=file.get("dataset_options") or {},
+        supervisions=_id_list(supervisions, file, "supervisions"),
+        annotation_costs=file.get("annotation_costs") or {},
     )
     _run_config(config, write_jobs)
 
@@ -218,6 +228,13 @@ def _run_config(config: RunConfig, jobs_dir: Path | None) -> None:
     click.echo(
         f"results: {config.out / 'results.jsonl'}  leaderboard: {config.out / 'leaderboard.md'}"
     )
+    _exit_if_dropped(runner.executor.dropped)
+
+
+def _exit_if_dropped(dropped: list[str]) -> None:
+    """Exit 1 when rows were left out for non-finite outputs (each was said on its line)."""
+    if dropped:
+        sys.exit(1)
 
 
 def _make_dir(path: Path, what: str) -> None:
@@ -263,14 +280,16 @@ def run_job(
     rows = executor.run([job])
     done = "executed" if executor.executed else "nothing to do (all rows present)"
     click.echo(f"job {job.id}: {done}; {len(rows)} rows in {out / 'results.jsonl'}")
+    _exit_if_dropped(executor.dropped)
 
 
-def _splits(option: str | None, file: dict) -> list[str] | None:
-    """``--splits`` (or the config file's ``splits``), None for the datasets' defaults."""
+def _id_list(option: str | None, file: dict, key: str) -> list[str] | None:
+    """The comma-separated ``option`` (else the config file's ``key``) as a list; None when
+    neither is given (the run's defaults)."""
     from owsbench.config import split_ids
 
-    value = option or file.get("splits")
-    return split_ids(value, "splits") if value else None
+    value = option or file.get(key)
+    return split_ids(value, key) if value else None
 
 
 @cli.group()
@@ -387,8 +406,17 @@ def data_make(
     "--format", "formats", default="md,csv", show_default=True, help="Any of md,csv,latex,html."
 )
 @click.option("--figures", is_flag=True, help="Also write PNG figures (html always has them).")
+@click.option(
+    "--cost-model",
+    type=click.Choice(["relative", "seconds"]),
+    default="relative",
+    show_default=True,
+    help="x axis of the cost-vs-mIoU figure: relative effort or published seconds per image.",
+)
 @click.option("--out", type=click.Path(path_type=Path), help="Where to write (default: first DIR).")
-def report(run_dirs: tuple[Path, ...], formats: str, figures: bool, out: Path | None) -> None:
+def report(
+    run_dirs: tuple[Path, ...], formats: str, figures: bool, cost_model: str, out: Path | None
+) -> None:
     """Rebuild the leaderboard from one or more run folders' results.jsonl.
 
     Rows of later folders replace rows of earlier ones with the same key. Formats: md
@@ -404,7 +432,7 @@ def report(run_dirs: tuple[Path, ...], formats: str, figures: bool, out: Path | 
         target.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise BadInput(f"cannot create output folder {target}: {err.strerror}") from None
-    for path in write_leaderboard(rows, target, wanted, figures=figures):
+    for path in write_leaderboard(rows, target, wanted, figures=figures, cost_model=cost_model):
         click.echo(f"wrote {path}")
     click.echo(markdown(rows))
 
@@ -454,6 +482,127 @@ def score_maps_evaluate(
     for name, value in metrics.items():
         shown = f"{value:.6g}" if name in ("frames", "threshold") else _pct(value)
         click.echo(f"  {name:<20} {shown}")
+
+
+@cli.group("cache")
+def cache_group() -> None:
+    """Verify and clean the fit cache (<cache dir>/fits: checkpoints and their metadata)."""
+
+
+CACHE_DIR_OPTION = click.option(
+    "--cache-dir", type=click.Path(path_type=Path), help="Fitted checkpoints [$OWSBENCH_CACHE]."
+)
+
+
+def _cache_dir(path: Path | None) -> Path:
+    """The cache folder (the option, else the one `run` uses); ``BadInput`` when it is missing."""
+    from owsbench.cache import user_cache_dir
+
+    folder = Path(path) if path is not None else user_cache_dir()
+    if not folder.is_dir():
+        what = "is not a directory" if folder.exists() else "not found"
+        raise BadInput(f"cache folder {folder} {what}")
+    return folder
+
+
+def _size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _state(entry) -> str:
+    return f"{entry.status} ({entry.reason})" if entry.reason else entry.status
+
+
+@cache_group.command("verify")
+@CACHE_DIR_OPTION
+def cache_verify(cache_dir: Path | None) -> None:
+    """List every fit (kind, hash, size, created, state) after checking each checkpoint against
+    the sha256 in its metadata; exit 1 if any is corrupt.
+
+    States: ok; corrupt (sha256 mismatch or unreadable metadata: a run moves it aside and
+    refits); orphan (a .pt without its .json or the reverse: a run refits it).
+    """
+    import time
+    from collections import Counter
+
+    from tabulate import tabulate
+
+    from owsbench.fits import corrupt_files, list_entries
+
+    folder = _cache_dir(cache_dir)
+    entries = list_entries(folder)
+    if entries:
+        when = {e.stem: time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created)) for e in entries}
+        table = [[e.kind, e.hash, _size(e.size), when[e.stem], _state(e)] for e in entries]
+        headers = ["kind", "hash", "size", "created", "state"]
+        click.echo(tabulate(table, headers, tablefmt="github", disable_numparse=True))
+    counts = Counter(e.status for e in entries)
+    total = _size(sum(e.size for e in entries))
+    click.echo(
+        f"{len(entries)} fits in {folder / 'fits'} ({total}): {counts['ok']} ok, "
+        f"{counts['corrupt']} corrupt, {counts['orphan']} orphan"
+    )
+    if moved := corrupt_files(folder):
+        click.echo(
+            f"{len(moved)} files moved aside in {folder / 'fits' / 'corrupt'} "
+            "(`owsbench cache clean --corrupt` removes them)"
+        )
+    if counts["corrupt"]:
+        sys.exit(1)
+
+
+@cache_group.command("clean")
+@CACHE_DIR_OPTION
+@click.option(
+    "--older-than", type=float, metavar="DAYS", help="Remove fits created over DAYS days ago."
+)
+@click.option(
+    "--corrupt",
+    "broken",
+    is_flag=True,
+    help="Remove corrupt and orphaned fits and the corrupt/ folder of moved-aside files.",
+)
+@click.option("--all", "everything", is_flag=True, help="Remove every fit.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+def cache_clean(
+    cache_dir: Path | None,
+    older_than: float | None,
+    broken: bool,
+    everything: bool,
+    dry_run: bool,
+) -> None:
+    """Remove fits (both files of each): those older than DAYS, the corrupt ones, or all.
+
+    A removed fit is simply refitted by the next run that needs it.
+    """
+    import math
+    import time
+
+    from owsbench.fits import corrupt_files, list_entries, remove_entries, select_entries
+
+    if older_than is not None and not (math.isfinite(older_than) and older_than >= 0):
+        raise BadInput(f"--older-than must be a number of days >= 0 (got {older_than:g})")
+    if older_than is None and not broken and not everything:
+        raise BadInput("nothing to clean: give --older-than DAYS, --corrupt or --all")
+    folder = _cache_dir(cache_dir)
+    chosen = select_entries(list_entries(folder, verify=broken), older_than, broken, everything)
+    verb = "would remove" if dry_run else "removed"
+    now = time.time()
+    for e in chosen:
+        suffixes = ", ".join(p.suffix for p in e.files)
+        age = (now - e.created) / 86400
+        click.echo(f"{verb} {e.stem} ({suffixes}; {_size(e.size)}; {age:.1f} days; {_state(e)})")
+    moved = corrupt_files(folder) if broken else []
+    if moved:
+        click.echo(f"{verb} {folder / 'fits' / 'corrupt'}/ ({len(moved)} files moved aside)")
+    size = _size(sum(e.size for e in chosen) + sum(p.stat().st_size for p in moved))
+    if not dry_run:
+        remove_entries(chosen, folder, broken)
+    click.echo(f"{verb} {len(chosen)} fits and {len(moved)} moved-aside files ({size})")
 
 
 def _rows_at(path: Path, what: str) -> list[dict]:

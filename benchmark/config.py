@@ -59,6 +59,8 @@ CONFIG_FILE_KEYS = {
     "segmenter",
     "method_configs",
     "dataset_options",
+    "supervisions",
+    "annotation_costs",
 }
 
 
@@ -83,6 +85,10 @@ class RunConfig:
     segmenter_overrides: dict[str, Any] = field(default_factory=dict)
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # constructor kwargs
+    # train each post-hoc group's segmenter once per regime (``--supervision``); None: the
+    # segmenter config's own ``supervision``
+    supervisions: list[str] | None = None
+    annotation_costs: dict[str, float] = field(default_factory=dict)  # over owsbench.costs
 
 
 def get_preset(name: str) -> Preset:

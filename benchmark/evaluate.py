@@ -5,6 +5,11 @@ project conventions, README.md); nothing but the metric states outlives a batch,
 not grow with the split. Before a split, every method's ``start_split`` hook runs (stateful
 predictions reset); a method whose prediction has a ``novel_class`` extra (discovered class ids,
 -1 = not flagged) also gets a :class:`~owsbench.metrics.DiscoveryMetric`.
+
+Non-finite outputs: every batch, each method's anomaly map (and the semantic logits behind it,
+when the group has them) is checked once with ``torch.isfinite(...).all()``; a method with NaN
+or ±inf gets ``SplitResult.nonfinite`` = (what, first frame id) and no further metric updates
+or observed maps (the executor then writes no row for it).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from tqdm.auto import tqdm
 
 from owsbench.datasets.base import Frame, Split
 from owsbench.methods.base import Method, PosthocMethod, image_batch
-from owsbench.metrics import AnomalyMetric, DiscoveryMetric, SemanticMetric
+from owsbench.metrics import AnomalyMetric, DiscoveryMetric, ObjectCompleteness, SemanticMetric
 from owsbench.metrics.per_image import PerImageAnomalyMetric
 from owsbench.score_maps import score_map_path, write_score_map
 
@@ -35,6 +40,7 @@ class BatchOutput:
     anomaly: dict[str, torch.Tensor]  # method id -> (B, h, w) float
     # method id -> named extra maps (B, h, w) of its Prediction, e.g. "novel_class"
     extras: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    nonfinite_logits: int | None = None  # first batch item whose semantic logits are not finite
 
 
 @dataclass
@@ -45,8 +51,25 @@ class SplitResult:
     per_image: PerImageAnomalyMetric | None = None
     semantic: SemanticMetric | None = None
     discovery: DiscoveryMetric | None = None  # when the method returns "novel_class"
+    objects: ObjectCompleteness | None = None  # on frames with instance ids (shared, like semantic)
     frames: int = 0
     score_seconds: float = 0.0
+    # (what, frame id) of the first non-finite output, e.g. ("anomaly scores", "0003")
+    nonfinite: tuple[str, str] | None = None
+
+
+@dataclass
+class SemanticStates:
+    """The semantic metric states a group's prediction updates once per frame: the confusion
+    matrix and, on frames with instance ids, object completeness."""
+
+    confusion: SemanticMetric
+    objects: ObjectCompleteness
+
+    def update(self, pred: np.ndarray, frame: Frame) -> None:
+        self.confusion.update(pred, frame.semantic)
+        if frame.instances is not None:
+            self.objects.update(pred, frame.semantic, frame.instances)
 
 
 class PosthocGroup:
@@ -69,39 +92,67 @@ class PosthocGroup:
             start = time.perf_counter()
             anomaly[method_id] = method.score(outputs)
             self.score_seconds[method_id] += time.perf_counter() - start
-        return BatchOutput(semantic=outputs.logits.argmax(1), anomaly=anomaly)
+        return BatchOutput(
+            semantic=outputs.logits.argmax(1),
+            anomaly=anomaly,
+            nonfinite_logits=first_nonfinite(outputs.logits),
+        )
 
 
 class FrameObserver(Protocol):
     """Sees every labelled frame with each method's score map at label resolution."""
 
-    def observe(self, frame: Frame, scores: dict[str, np.ndarray]) -> None: ...
+    def observe(
+        self, frame: Frame, scores: dict[str, np.ndarray], semantic: np.ndarray | None
+    ) -> None:
+        """``scores``: method id -> anomaly map (empty on frames without anomaly labels);
+        ``semantic``: the group's predicted class map (None without semantic labels)."""
 
 
 class SampleCollector:
-    """Keeps the first ``limit`` frames and every method's map for the qualitative figure."""
+    """Keeps the first ``limit`` frames, every method's map and the group's semantic prediction
+    (named ``model``, e.g. ``deeplabv3plus (points)``) for the qualitative figures."""
 
-    def __init__(self, limit: int = 4) -> None:
+    def __init__(self, limit: int = 4, model: str = "model") -> None:
         self.limit = limit
+        self.model = model
         self.frames: list[Frame] = []
         self.scores: dict[str, list[np.ndarray]] = {}
+        self.semantic: list[np.ndarray] = []
 
-    def observe(self, frame: Frame, scores: dict[str, np.ndarray]) -> None:
+    def observe(
+        self, frame: Frame, scores: dict[str, np.ndarray], semantic: np.ndarray | None
+    ) -> None:
         if len(self.frames) >= self.limit:
             return
         self.frames.append(frame)
         for method_id, score in scores.items():
             self.scores.setdefault(method_id, []).append(score.astype(np.float16))
+        if semantic is not None:
+            self.semantic.append(semantic.astype(np.uint8))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """``frame_ids``, ``image``, ``anomaly`` and ``score:<method>`` stacked (same sizes)."""
+        """``frame_ids``, ``image``, ``anomaly`` (when every frame has it), ``semantic_gt`` and
+        ``semantic:<model>`` (when every frame has semantic labels) and ``score:<method>``
+        stacked (same sizes)."""
         if not self.frames or len({f.image.shape for f in self.frames}) > 1:
             return {}
-        return {
+        arrays = {
             "frame_ids": np.array([f.frame_id for f in self.frames]),
             "image": np.stack([f.image for f in self.frames]),
-            "anomaly": np.stack([f.anomaly for f in self.frames]),
-            **{f"score:{m}": np.stack(maps) for m, maps in self.scores.items()},
+        }
+        if all(f.anomaly is not None for f in self.frames):
+            arrays["anomaly"] = np.stack([f.anomaly for f in self.frames])
+        if len(self.semantic) == len(self.frames):
+            arrays["semantic_gt"] = np.stack([f.semantic for f in self.frames])
+            arrays[f"semantic:{self.model}"] = np.stack(self.semantic)
+        return {
+            **arrays,
+            **{  # a method flagged non-finite stops contributing maps: left out
+                f"score:{m}": np.stack(maps)
+                for m, maps in self.scores.items()
+                if len(maps) == len(self.frames)
+            },
         }
 
 
@@ -111,7 +162,9 @@ class ScoreMapSaver:
     def __init__(self, root: Path, dataset: str) -> None:
         self.root, self.dataset = root, dataset
 
-    def observe(self, frame: Frame, scores: dict[str, np.ndarray]) -> None:
+    def observe(
+        self, frame: Frame, scores: dict[str, np.ndarray], semantic: np.ndarray | None
+    ) -> None:
         for method_id, score in scores.items():
             write_score_map(
                 score_map_path(self.root, method_id, self.dataset, frame.frame_id), score
@@ -135,14 +188,40 @@ class TrainedGroup:
         start = time.perf_counter()
         prediction = method.predict(images)
         self.score_seconds[method_id] += time.perf_counter() - start
+        logits = prediction.logits
         return BatchOutput(
             semantic=prediction.semantic,
             anomaly={method_id: prediction.anomaly},
             extras={method_id: prediction.extras},
+            nonfinite_logits=first_nonfinite(logits) if logits is not None else None,
         )
 
 
 ModelGroup = PosthocGroup | TrainedGroup
+
+
+def first_nonfinite(maps: torch.Tensor) -> int | None:
+    """The first batch index of ``maps`` (``(B, ...)``) holding NaN or ±inf, None when all are
+    finite (one ``isfinite().all()`` per call; the index is only searched for on failure)."""
+    if not maps.is_floating_point() or bool(torch.isfinite(maps).all()):
+        return None
+    bad = ~torch.isfinite(maps).flatten(1).all(1)
+    return int(bad.nonzero()[0, 0])
+
+
+def flag_nonfinite(
+    output: BatchOutput, frames: list[Frame], results: dict[str, SplitResult]
+) -> None:
+    """Record on each method's result the first frame whose logits or anomaly map is not
+    finite (methods already flagged are not checked again)."""
+    for method_id, scores in output.anomaly.items():
+        result = results[method_id]
+        if result.nonfinite is not None:
+            continue
+        if output.nonfinite_logits is not None:
+            result.nonfinite = ("semantic logits", frames[output.nonfinite_logits].frame_id)
+        elif (b := first_nonfinite(scores)) is not None:
+            result.nonfinite = ("anomaly scores", frames[b].frame_id)
 
 
 def same_size_runs(frames: list[Frame]) -> Iterator[list[Frame]]:
@@ -172,36 +251,40 @@ def measure_frame(
     b: int,
     frame: Frame,
     results: dict[str, SplitResult],
-    semantic: SemanticMetric,
+    semantic: SemanticStates,
     observers: tuple[FrameObserver, ...],
 ) -> bool:
     """Update every metric state with item ``b`` of a batch's output for ``frame`` (maps resized
     to its labels); return whether the frame had semantic labels."""
     labels = frame.anomaly if frame.anomaly is not None else frame.semantic
     size = labels.shape[-2:] if labels is not None else frame.image.shape[:2]
+    pred = None
     if frame.semantic is not None:
         pred = to_label_size(output.semantic[b : b + 1], size, "nearest")[0]
-        semantic.update(pred, frame.semantic)
+        semantic.update(pred, frame)
     for result in results.values():
         result.frames += 1
     if frame.anomaly is None:
+        for observer in observers:
+            observer.observe(frame, {}, pred)
         return frame.semantic is not None
     maps = {
         method_id: to_label_size(scores[b : b + 1], size, "bilinear")[0]
         for method_id, scores in output.anomaly.items()
+        if results[method_id].nonfinite is None
     }
     for method_id, score in maps.items():
         results[method_id].anomaly.update(score, frame.anomaly)
         if results[method_id].per_image is not None:
             results[method_id].per_image.update(score, frame.anomaly)
     for method_id, extras in output.extras.items():
-        if "novel_class" in extras:
+        if "novel_class" in extras and method_id in maps:
             novel = to_label_size(extras["novel_class"][b : b + 1], size, "nearest")[0]
             if results[method_id].discovery is None:
                 results[method_id].discovery = DiscoveryMetric()
             results[method_id].discovery.update(novel, frame.anomaly)
     for observer in observers:
-        observer.observe(frame, maps)
+        observer.observe(frame, maps, pred)
     return frame.semantic is not None
 
 
@@ -228,7 +311,7 @@ def evaluate_split(
     }
     group.score_seconds = dict.fromkeys(group.methods, 0.0)
     group.start_split()
-    semantic = SemanticMetric(num_classes)
+    semantic = SemanticStates(SemanticMetric(num_classes), ObjectCompleteness(num_classes))
     has_semantic = False
     start = time.perf_counter()
     bar = tqdm(total=len(split), desc=desc, unit="frame", disable=not progress, leave=False)
@@ -236,11 +319,13 @@ def evaluate_split(
         frames = [split[i] for i in range(first, min(first + batch_size, len(split)))]
         for run in same_size_runs(frames):
             output = group.forward(image_batch([f.image for f in run], device))
+            flag_nonfinite(output, run, results)
             for b, frame in enumerate(run):
                 has_semantic |= measure_frame(output, b, frame, results, semantic, observers)
             bar.update(len(run))
     bar.close()
     for method_id, result in results.items():
-        result.semantic = semantic if has_semantic else None
+        result.semantic = semantic.confusion if has_semantic else None
+        result.objects = semantic.objects if semantic.objects.counts.any() else None
         result.score_seconds = group.score_seconds[method_id]
     return results, time.perf_counter() - start

@@ -15,12 +15,18 @@ keys are all in ``OUT/results.jsonl`` already. For one job it:
    (:func:`owsbench.rows.build_row`, whose metrics are :func:`owsbench.measure.row_metrics`);
 5. writes the artifacts (a training log per fit, a samples file per split, a curve per row;
    :mod:`owsbench.artifacts`) and adds each row to ``results.jsonl`` as its split is measured.
+
+A method whose anomaly scores or semantic logits were not finite on some frame
+(``SplitResult.nonfinite``) gets no row: one stderr line names the method, the dataset/split and
+the frame, the message goes to ``LocalExecutor.dropped`` (the CLI then exits 1), and the other
+methods' rows are written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +62,7 @@ from owsbench.plan import (
     row_key_of,
 )
 from owsbench.results import ResultsStore
-from owsbench.rows import Artifacts, build_row, environment, row_id, row_key
+from owsbench.rows import Artifacts, build_row, environment, method_label_of, row_id, row_key
 from owsbench.score_eval import component_metrics
 from owsbench.training.segmenter import train_segmenter
 
@@ -121,6 +127,7 @@ def fit_context(
         outlier_source=train.outlier_source(),
         validation=validation,
         train_fingerprint=job.train.fingerprint,
+        label_traits=train.label_traits(),
     )
 
 
@@ -134,16 +141,8 @@ def fit_segmenter(ctx: JobContext, plan: SegmenterPlan) -> tuple[torch.nn.Module
     num_classes = ctx.train.num_classes
 
     def train(model: torch.nn.Module) -> dict[str, Any]:
-        log = train_segmenter(
-            model,
-            ctx.train.split("train"),
-            config,
-            ctx.job.seed,
-            ctx.device,
-            ctx.progress,
-            validation=ctx.fit_context.validation,
-        )
-        return log.meta()
+        log, report = train_segmenter(model, ctx.train.split("train"), config, ctx.fit_context)
+        return {**log.meta(), **({"report": report} if report else {})}
 
     def build() -> torch.nn.Module:
         return cls(config, num_classes)
@@ -190,9 +189,24 @@ def fit_group(ctx: JobContext) -> tuple[ModelGroup, dict[str, list[Fit | None]]]
     segmenter, segmenter_fit = fit_segmenter(ctx, job.segmenter)
     methods, fits = {}, {}
     for plan in tqdm(job.methods, desc="fit methods", disable=not ctx.progress, leave=False):
-        methods[plan.id], fit = fit_method(ctx, plan, segmenter, segmenter_fit)
+        methods[method_key(job, plan)], fit = fit_method(ctx, plan, segmenter, segmenter_fit)
         fits[plan.id] = [segmenter_fit, fit]
     return PosthocGroup(segmenter, methods), fits
+
+
+def method_key(job: Job, plan: MethodPlan) -> str:
+    """How a method of ``job`` is named in its model group, score maps and samples: its id,
+    with the segmenter's regime when that is not ``full`` (``msp (points)``), so the same
+    method on segmenters of different regimes never shares a file."""
+    return method_label_of(plan.id, job.supervision)
+
+
+def model_key(job: Job) -> str:
+    """The name of the job's model in the samples files: the segmenter with its regime, or the
+    trained method."""
+    if job.segmenter is None:
+        return job.methods[0].id
+    return method_label_of(job.segmenter.id, job.supervision)
 
 
 # ---------------------------------------------------------------------- infer and measure
@@ -208,7 +222,7 @@ def infer_split(
     """Stream ``split`` once through ``group``: per-method metric states, the wall seconds and
     the samples artifact (score maps saved too with ``save_scores``)."""
     job, dataset = ctx.job, ctx.dataset
-    collector = SampleCollector()
+    collector = SampleCollector(model=model_key(job))
     observers: list[FrameObserver] = [collector]
     if job.settings.save_scores or job.settings.components:
         observers.append(ScoreMapSaver(maps_root(ctx), f"{dataset.name}-{split}"))
@@ -262,6 +276,7 @@ class LocalExecutor:
         self.datasets = datasets or Datasets(progress)
         self.store = ResultsStore(self.out)
         self.executed: list[str] = []
+        self.dropped: list[str] = []  # one message per row not written (non-finite outputs)
         self._env: dict[str, dict[str, Any]] = {}
         if "OMP_NUM_THREADS" not in os.environ:  # else the user's choice, e.g. parallel runs
             torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -310,6 +325,21 @@ class LocalExecutor:
             self._env[str(device)] = environment(str(device))
         return self._env[str(device)]
 
+    def drop_nonfinite(
+        self, ctx: JobContext, plan: MethodPlan, split: str, result: SplitResult
+    ) -> bool:
+        """Whether the row is dropped for non-finite outputs (said on one stderr line)."""
+        if result.nonfinite is None:
+            return False
+        what, frame_id = result.nonfinite
+        message = (
+            f"owsbench: method {plan.id} returned non-finite {what} on "
+            f"{ctx.dataset.name}/{split} frame {frame_id}; its row is not written"
+        )
+        tqdm.write(message, file=sys.stderr)
+        self.dropped.append(message)
+        return True
+
     def execute(self, job: Job) -> None:
         """Fit, infer, measure and write every row of ``job`` (rows present are replaced)."""
         ctx = self.context(job)
@@ -323,15 +353,18 @@ class LocalExecutor:
         for split in job.splits:
             results, seconds, samples = infer_split(ctx, group, split)
             for plan in job.methods:
-                components = measure_components(ctx, plan.id, split)
+                result = results[method_key(job, plan)]
+                if self.drop_nonfinite(ctx, plan, split, result):
+                    continue
+                components = measure_components(ctx, method_key(job, plan), split)
                 key = row_key_of(job.dataset, plan, split, job.seed)
-                curve = save_curve(self.out, row_id(key), results[plan.id].anomaly)
+                curve = save_curve(self.out, row_id(key), result.anomaly)
                 artifacts = Artifacts(curve, samples, training[plan.id])
                 row = build_row(
                     job,
                     plan,
                     split,
-                    results[plan.id],
+                    result,
                     seconds,
                     fits[plan.id],
                     components,

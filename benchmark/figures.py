@@ -7,6 +7,11 @@
   four frames of ``row["artifacts"]["samples"]`` (one ``.npz`` per dataset, split and seed).
 - ``training.png``: training loss against step for every distinct fit log named in
   ``row["artifacts"]["training"]`` (JSON with ``kind``, ``train_loss``, ``lr``, ``fit_seconds``).
+- with rows of two or more supervision regimes, per (dataset, split):
+  ``cost-<dataset>-<split>.png``, mIoU (left) and each post-hoc method's AP (right) against the
+  regime's annotation cost (one point per regime, error bars = std over seeds, hybrids as
+  diamonds), and ``regimes-<dataset>-<split>.png``: image | ground truth | each regime's
+  semantic prediction (Cityscapes palette) from the samples files' ``semantic:<model>`` maps.
 
 Artifact paths are used as given (:func:`owsbench.report.load_runs` makes them absolute). A
 missing artifact never fails the report: the figure leaves out what it lacks and says so in its
@@ -29,7 +34,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from owsbench.cache import atomic_write_bytes
+from owsbench.costs import COST_MODELS
+from owsbench.datasets.labels import CITYSCAPES_PALETTE
 from owsbench.metrics.pixel import AnomalyMetric
+from owsbench.rows import method_label, row_supervision
+from owsbench.supervision_study import regime_summary
 from owsbench.tables import Table, slug
 
 MAX_FRAMES = 4  # rows of the qualitative grid
@@ -58,7 +67,7 @@ class MissingArtifact(Exception):
 
 
 def _who(row: Row) -> str:
-    return f"{row['method']} seed {row['seed']}"
+    return f"{method_label(row)} seed {row['seed']}"
 
 
 class _Notes:
@@ -150,7 +159,7 @@ def curves_figure(rows: list[Row], methods: Sequence[str], path: Path) -> Report
     roc, pr = fig.subplots(1, 2)
     prevalence = None
     for method in methods:
-        seeds = sorted((r for r in rows if r["method"] == method), key=lambda r: r["seed"])
+        seeds = sorted((r for r in rows if method_label(r) == method), key=lambda r: r["seed"])
         metric, used = _pooled_metric(seeds, notes)
         if metric is None:
             continue
@@ -190,7 +199,7 @@ def _samples_at_seed(
     base: dict[str, np.ndarray] | None = None
     scores: dict[str, np.ndarray] = {}
     for method in methods:
-        row = next((r for r in rows if r["method"] == method and r["seed"] == seed), None)
+        row = next((r for r in rows if method_label(r) == method and r["seed"] == seed), None)
         paths = None if row is None else notes.paths(row)
         if paths is None:
             continue
@@ -305,14 +314,138 @@ def training_figure(rows: list[Row], path: Path) -> ReportFigure:
     return ReportFigure(title, caption, None, _save(fig, path), notes.all())
 
 
-def make_figures(rows: list[Row], tables: Sequence[Table], out_dir: Path) -> list[ReportFigure]:
-    """Curves and anomaly maps per (dataset, split) of ``tables`` (methods in table order), then
-    the training curves; the PNGs go into ``out_dir``."""
+def make_figures(
+    rows: list[Row], tables: Sequence[Table], out_dir: Path, cost_model: str = "relative"
+) -> list[ReportFigure]:
+    """Curves and anomaly maps per (dataset, split) of ``tables`` (methods in table order), the
+    supervision figures where the rows hold two or more regimes, then the training curves; the
+    PNGs go into ``out_dir``."""
     figures = []
     for table in tables:
         group = [r for r in rows if (r["dataset"], r["split"]) == (table.dataset, table.split)]
         name = slug(f"{table.dataset}-{table.split}")
         figures.append(curves_figure(group, table.methods, out_dir / f"curves-{name}.png"))
         figures.append(samples_figure(group, table.methods, out_dir / f"samples-{name}.png"))
+        if len({row_supervision(r) for r in group if r.get("segmenter")}) > 1:
+            figures.append(cost_figure(group, out_dir / f"cost-{name}.png", cost_model))
+            figures.append(regimes_figure(group, out_dir / f"regimes-{name}.png"))
     figures.append(training_figure(rows, out_dir / "training.png"))
     return figures
+
+
+def cost_figure(rows: list[Row], path: Path, cost_model: str = "relative") -> ReportFigure:
+    """mIoU and each post-hoc method's AP against annotation cost, one point per regime."""
+    if cost_model not in COST_MODELS:
+        raise ValueError(f"cost model must be one of {COST_MODELS}")
+    group = (rows[0]["dataset"], rows[0]["split"])
+    title = f"{group[0]} / {group[1]}: accuracy against annotation cost"
+    unit = "relative effort" if cost_model == "relative" else "seconds per image (log)"
+    caption = (
+        f"x: annotation cost per image ({unit}, owsbench.costs); left: mIoU of the segmenter "
+        "trained under each regime, right: AP of each post-hoc method on it; mean over seeds, "
+        "error bars one std; hybrids ('+') as diamonds."
+    )
+    summary = regime_summary(rows)
+    x_col = f"cost_{cost_model}"
+    summary = summary.dropna(subset=[x_col]).sort_values(x_col)
+    if summary.empty:
+        return ReportFigure(title, caption, group, None, ("no regime has a cost",))
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    _cost_panel(left, summary, x_col, "mIoU")
+    for column in [c for c in summary.columns if c.startswith("AP ") and c[-4:] != "_std"]:
+        _cost_panel(right, summary, x_col, column)
+    for ax, label in ((left, "mIoU (%)"), (right, "AP (%)")):
+        ax.set(xlabel=f"annotation cost ({unit})", ylabel=label)
+        if cost_model == "seconds":
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    right.legend(fontsize="small")
+    return ReportFigure(title, caption, group, _save(fig, path))
+
+
+def _cost_panel(ax: Any, summary: Any, x_col: str, column: str) -> None:
+    """One line of ``column`` against cost per segmenter; regimes annotated on the mIoU panel."""
+    for segmenter, part in summary.groupby("segmenter", sort=False):
+        x = part[x_col].to_numpy(float)
+        y = 100 * part[column].to_numpy(float)
+        err = 100 * part[f"{column}_std"].fillna(0).to_numpy(float)
+        label = column if column == "mIoU" else f"{column[3:]} ({segmenter})"
+        (line,) = ax.plot(x, y, lw=0.8, alpha=0.6, label=label)
+        hybrid = part["supervision"].str.contains("+", regex=False).to_numpy()
+        for mask, marker in ((~hybrid, "o"), (hybrid, "D")):
+            ax.errorbar(
+                x[mask], y[mask], yerr=err[mask], fmt=marker, color=line.get_color(), capsize=3
+            )
+        if column == "mIoU":
+            for xi, yi, name in zip(x, y, part["supervision"], strict=True):
+                ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+
+
+def colour_labels(labels: np.ndarray) -> np.ndarray:
+    """Class ids as RGB in the Cityscapes palette (ids beyond it cycle); void (255) black."""
+    palette = np.array(CITYSCAPES_PALETTE, np.uint8)
+    rgb = palette[np.where(labels == 255, 0, labels) % len(palette)]
+    rgb[labels == 255] = 0
+    return rgb
+
+
+def _semantic_samples(
+    rows: list[Row], notes: _Notes
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+    """The first samples file of ``rows`` (one seed) with ground-truth semantic labels, and
+    every model's semantic prediction found in their samples files (by model label)."""
+    base, panels, read = None, {}, set()
+    for row in rows:
+        for sample in notes.paths(row) or ():
+            if sample in read:
+                continue
+            read.add(sample)
+            try:
+                data = _read(sample, _npz)
+            except MissingArtifact as err:
+                notes.problem(str(err))
+                continue
+            if "semantic_gt" in data:
+                base = base or data
+                panels.update({k[9:]: v for k, v in data.items() if k.startswith("semantic:")})
+    return None if base is None or not panels else (base, panels)
+
+
+def regimes_figure(rows: list[Row], path: Path) -> ReportFigure:
+    """Image | ground truth | each regime's semantic prediction, for up to ``MAX_FRAMES`` frames
+    of the lowest seed whose samples files hold semantic predictions."""
+    group = (rows[0]["dataset"], rows[0]["split"])
+    title = f"{group[0]} / {group[1]}: predictions per supervision regime"
+    notes = _Notes("samples")
+    found = None
+    for seed in sorted({r["seed"] for r in rows}):
+        found = _semantic_samples([r for r in rows if r["seed"] == seed], notes)
+        if found is not None:
+            break
+    if found is None:
+        return ReportFigure(title, "", group, None, notes.all() or ("no semantic samples",))
+    base, panels = found
+    frames = [str(f) for f in base["frame_ids"][:MAX_FRAMES]]
+    caption = (
+        f"Seed {seed}, frames {', '.join(frames)}; classes in the Cityscapes palette, void "
+        "black; one column per trained model (segmenter and regime)."
+    )
+    columns = ["image", "ground truth", *panels]
+    height, width = base["image"].shape[1:3]
+    fig = Figure(
+        figsize=(2.4 * len(columns), 2.4 * height / width * len(frames) + 0.4),
+        layout="constrained",
+    )
+    axes = fig.subplots(len(frames), len(columns), squeeze=False)
+    for i, frame in enumerate(frames):
+        images = [base["image"][i], colour_labels(base["semantic_gt"][i])]
+        images += [colour_labels(maps[i]) for maps in panels.values()]
+        for j, (ax, image) in enumerate(zip(axes[i], images, strict=True)):
+            ax.imshow(image)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(columns[j], fontsize="small")
+        axes[i][0].set_ylabel(frame, fontsize="x-small")
+    return ReportFigure(title, caption, group, _save(fig, path), notes.all())

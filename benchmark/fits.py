@@ -8,6 +8,12 @@ last, so a checkpoint counts only once its metadata is there.
 
 :func:`fit_or_load` is the one fit function: segmenters, post-hoc statistics and trained methods
 all go through it. Importing this module loads no torch (planning computes cache keys with it).
+
+The cache heals itself: a cached checkpoint whose bytes do not hash to the ``sha256`` of its
+metadata, that ``torch.load`` cannot read, or whose ``.json`` is unreadable is reported on one
+stderr line, both files are moved aside into ``<cache_dir>/fits/corrupt/`` and the fit runs
+again as if it were missing. :func:`list_entries` (``owsbench cache verify``) and
+:func:`clean_entries` (``owsbench cache clean``) list, verify and remove entries.
 """
 
 from __future__ import annotations
@@ -15,13 +21,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import shutil
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from owsbench.cache import atomic_write_bytes, atomic_write_text, content_hash
+from owsbench.cache import atomic_write_bytes, atomic_write_text, content_hash, sha256_file
 
 FIT_VERSION = 2  # bump when a training loop changes so cached fits are not reused (2: one Loop)
 
@@ -64,9 +73,9 @@ class FitCache:
 
         state_path, meta_path = self.paths(kind, recipe)
         if state_path.exists() and meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-            return Fit(state=state, meta=meta, cached=True)
+            cached = self.load(state_path, meta_path)
+            if cached is not None:
+                return cached
         start = time.perf_counter()
         state, extra = fit()
         seconds = time.perf_counter() - start
@@ -85,6 +94,196 @@ class FitCache:
         }
         atomic_write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True))
         return Fit(state=state, meta=meta, cached=False)
+
+    def load(self, state_path: Path, meta_path: Path) -> Fit | None:
+        """The cached fit in ``state_path`` / ``meta_path``, verified against its sha256; None
+        (after one stderr line and moving both files aside) when it is corrupt."""
+        import torch
+
+        try:
+            meta, payload = read_verified(state_path, meta_path)
+            try:
+                buffer = io.BytesIO(payload)
+                state = torch.load(buffer, map_location="cpu", weights_only=True)
+            except Exception as err:  # any unreadable checkpoint is refitted, never fatal
+                raise CorruptFit(f"torch.load failed: {first_line(err)}") from None
+        except CorruptFit as err:
+            moved = quarantine(state_path, meta_path)
+            where = moved[0].with_suffix(".*") if moved else self.root / CORRUPT_DIR
+            warn(
+                f"owsbench: cached fit {state_path} is corrupt ({err}); moved aside to "
+                f"{where}, refitting"
+            )
+            return None
+        return Fit(state=state, meta=meta, cached=True)
+
+
+# ------------------------------------------------------------------ verification and cleaning
+
+CORRUPT_DIR = "corrupt"  # under <cache_dir>/fits: corrupt entries moved aside
+
+
+class CorruptFit(Exception):
+    """A cached fit that cannot be used; the message is the reason (one short phrase)."""
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def warn(message: str) -> None:
+    """One line on stderr that does not break a progress bar."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def read_meta(meta_path: Path) -> dict[str, Any]:
+    """The metadata of a fit; ``CorruptFit`` when it is unreadable or has no sha256."""
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CorruptFit(f"unreadable metadata {meta_path.name}: {first_line(err)}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):
+        raise CorruptFit(f"metadata {meta_path.name} has no sha256")
+    return meta
+
+
+def read_verified(
+    state_path: Path, meta_path: Path, keep: bool = True
+) -> tuple[dict[str, Any], bytes | None]:
+    """The metadata and (with ``keep``) the checkpoint's bytes, read once; ``CorruptFit`` on
+    unreadable metadata or a checkpoint whose sha256 differs from the metadata's. Without
+    ``keep`` the file is hashed in chunks and not kept in memory."""
+    meta = read_meta(meta_path)
+    try:
+        if keep:
+            payload: bytes | None = state_path.read_bytes()
+            digest = hashlib.sha256(payload).hexdigest()
+        else:
+            payload, digest = None, sha256_file(state_path)
+    except OSError as err:
+        raise CorruptFit(f"unreadable checkpoint: {err.strerror or err}") from None
+    if digest != meta["sha256"]:
+        raise CorruptFit("sha256 mismatch")
+    return meta, payload
+
+
+def quarantine(*paths: Path) -> list[Path]:
+    """Move the existing ``paths`` into ``<fits>/corrupt/`` as ``<name>.corrupt-<time><suffix>``
+    (unique); return where they went. A file another process moved first is skipped."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    moved = []
+    for path in paths:
+        folder = path.parent / CORRUPT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        target, n = folder / f"{path.stem}.corrupt-{stamp}{path.suffix}", 1
+        while target.exists():
+            target, n = folder / f"{path.stem}.corrupt-{stamp}-{n}{path.suffix}", n + 1
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            continue
+        moved.append(target)
+    return moved
+
+
+@dataclass
+class FitEntry:
+    """One entry of the fit cache: ``<stem>.pt`` and/or ``<stem>.json``.
+
+    ``status``: ``ok``, ``corrupt`` (``reason`` says why) or ``orphan`` (one of the two files
+    only); ``size``: bytes of both files; ``created``: the newest file's modification time.
+    """
+
+    stem: str
+    kind: str
+    hash: str
+    files: tuple[Path, ...]
+    size: int
+    created: float
+    status: str
+    reason: str = ""
+
+
+def entry_of(root: Path, stem: str, verify: bool = True) -> FitEntry:
+    """The :class:`FitEntry` of ``<root>/<stem>.{pt,json}`` (sha256 checked with ``verify``)."""
+    state, meta = root / f"{stem}.pt", root / f"{stem}.json"
+    files = tuple(p for p in (state, meta) if p.is_file())
+    stats = [p.stat() for p in files]
+    kind, _, hash_ = stem.rpartition("-")
+    status, reason = "ok", ""
+    if len(files) < 2:
+        missing = ".json" if state in files else ".pt"
+        status, reason = "orphan", f"no {missing}"
+    elif verify:
+        try:
+            read_verified(state, meta, keep=False)
+        except CorruptFit as err:
+            status, reason = "corrupt", str(err)
+    return FitEntry(
+        stem=stem,
+        kind=kind or stem,
+        hash=hash_ if kind else "",
+        files=files,
+        size=sum(s.st_size for s in stats),
+        created=max(s.st_mtime for s in stats),
+        status=status,
+        reason=reason,
+    )
+
+
+def list_entries(cache_dir: Path, verify: bool = True) -> list[FitEntry]:
+    """Every entry under ``<cache_dir>/fits`` sorted by stem (temporary files left out)."""
+    root = Path(cache_dir) / "fits"
+    if not root.is_dir():
+        return []
+    stems = {
+        p.stem
+        for p in root.iterdir()
+        if p.is_file() and p.suffix in (".pt", ".json") and not p.name.startswith(".")
+    }
+    return [entry_of(root, stem, verify) for stem in sorted(stems)]
+
+
+def corrupt_files(cache_dir: Path) -> list[Path]:
+    """The files moved aside into ``<cache_dir>/fits/corrupt/``."""
+    folder = Path(cache_dir) / "fits" / CORRUPT_DIR
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+
+def select_entries(
+    entries: Iterable[FitEntry],
+    older_than_days: float | None = None,
+    broken: bool = False,
+    everything: bool = False,
+    now: float | None = None,
+) -> list[FitEntry]:
+    """The entries to clean: all with ``everything``; else those created more than
+    ``older_than_days`` ago, and (``broken``) the corrupt and orphaned ones."""
+    now = time.time() if now is None else now
+    chosen = []
+    for entry in entries:
+        old = older_than_days is not None and now - entry.created > older_than_days * 86400
+        if everything or old or (broken and entry.status != "ok"):
+            chosen.append(entry)
+    return chosen
+
+
+def remove_entries(entries: Iterable[FitEntry], cache_dir: Path, broken: bool) -> list[Path]:
+    """Delete the entries' files and, with ``broken``, the ``corrupt/`` folder; return what
+    was removed (files, then the folder)."""
+    removed = []
+    for entry in entries:
+        for path in entry.files:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    folder = Path(cache_dir) / "fits" / CORRUPT_DIR
+    if broken and folder.is_dir():
+        shutil.rmtree(folder)
+        removed.append(folder)
+    return removed
 
 
 class Fittable(Protocol):

@@ -168,6 +168,22 @@ def produce_discovery(result: SplitResult, options: MeasureOptions) -> dict[str,
     return {} if result.discovery is None else result.discovery.compute()
 
 
+@producer("object_completeness", "per_class_completeness", name="objects")
+def produce_objects(result: SplitResult, options: MeasureOptions) -> dict[str, Any]:
+    """Object completeness (:class:`owsbench.metrics.ObjectCompleteness`), when the split's
+    frames carry instance ids; ``{class name: completeness}`` with None for classes without
+    objects."""
+    if result.objects is None:
+        return {}
+    values = result.objects.compute()
+    names = options.class_names
+    per_class = zip(names, map(nan_to_none, values["per_class_completeness"]), strict=True)
+    return {
+        "object_completeness": values["object_completeness"],
+        "per_class_completeness": dict(per_class),
+    }
+
+
 @producer("mIoU", "per_class_iou", name="semantic")
 def produce_semantic(result: SplitResult, options: MeasureOptions) -> dict[str, Any]:
     """mIoU and ``{class name: IoU}`` (:class:`owsbench.metrics.SemanticMetric`), when measured;

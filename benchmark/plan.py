@@ -2,9 +2,14 @@
 
 A :class:`Job` is one model group x one eval dataset x one seed: a segmenter and every post-hoc
 method of the run on it (``NAME@SEGMENTER``; default ``deeplabv3plus``), or one trained method
-(``Method.shares_segmenter`` false: it owns its model). Jobs come in the order datasets (as
-listed) -> seeds -> groups (by the first method of each group in the methods list); within a
-group, methods keep the list's order.
+(``Method.shares_segmenter`` false: it owns its model). With ``--supervision A,B``
+(``RunConfig.supervisions``) a post-hoc group is planned once per regime, its segmenter trained
+under it (the regime is a field of the segmenter config, hence of its fit key and of the rows'
+config hash); trained methods train on their own (dense) objective and are planned once. Jobs
+come in the order datasets (as listed) -> seeds -> groups (by the first method of each group in
+the methods list) -> regimes; within a group, methods keep the list's order. Each training
+dataset is checked against every regime first (instance ids where a regime needs them, weights
+naming only its parts, options in range).
 
 A job holds everything needed to run it without the ``RunConfig``: the datasets (id, constructor
 options, fingerprint), the merged configs and the override values they came from, each fit's
@@ -38,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from owsbench.cache import content_hash
-from owsbench.catalog import DATASETS, METHODS, SEGMENTERS
+from owsbench.catalog import DATASETS, METHODS, SEGMENTERS, SUPERVISIONS
 from owsbench.config import MethodSpec, RunConfig, apply_overrides, parse_method
+from owsbench.costs import relative_costs
 from owsbench.datasets.base import Dataset
 from owsbench.errors import BadInput
 from owsbench.fits import fit_stem
@@ -116,6 +122,8 @@ class Settings:
     device: str
     data_root: str
     cache_dir: str
+    # the relative annotation cost per regime (``owsbench.costs``; the config file's over them)
+    annotation_costs: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, config: RunConfig) -> Settings:
@@ -130,6 +138,7 @@ class Settings:
             device=config.device,
             data_root=str(Path(config.data_root).absolute()),
             cache_dir=str(Path(config.cache_dir).absolute()),
+            annotation_costs=relative_costs(config.annotation_costs),
         )
 
 
@@ -150,6 +159,12 @@ class Job:
     settings: Settings
     rows: tuple[tuple, ...]
     version: int = JOB_VERSION
+
+    @property
+    def supervision(self) -> str:
+        """The regime the job's segmenter trains with; ``full`` for a trained method (its own
+        dense objective)."""
+        return self.segmenter.config["supervision"] if self.segmenter is not None else "full"
 
     @property
     def id(self) -> str:
@@ -254,12 +269,21 @@ def shares_segmenter(spec: MethodSpec) -> bool:
 
 
 def validate(config: RunConfig) -> list[MethodSpec]:
-    """The method specs of ``config``; ``BadInput`` for unknown ids, a segmenter named for a
-    trained method, or a ``--splits`` split a dataset does not have."""
+    """The method specs of ``config``; ``BadInput`` for unknown ids (methods, segmenters,
+    datasets, supervision regimes), a segmenter named for a trained method, ``--supervision``
+    without a post-hoc method, or a ``--splits`` split a dataset does not have."""
     specs = [parse_method(m) for m in config.methods]
     for spec in specs:
         if "@" in spec.id and not shares_segmenter(spec):
             raise BadInput(f"{spec.name} is a trained method with its own model; drop '@...'")
+    for regime in config.supervisions or ():
+        for part in regime.split("+"):
+            SUPERVISIONS.entry(part)
+    if config.supervisions and not any(shares_segmenter(s) for s in specs):
+        raise BadInput(
+            "--supervision trains the segmenter of post-hoc methods; the methods given are "
+            "trained methods with their own objective"
+        )
     for dataset_id in config.datasets:
         cls = DATASETS.get(dataset_id)
         for split in config.splits or ():
@@ -270,18 +294,36 @@ def validate(config: RunConfig) -> list[MethodSpec]:
     return specs
 
 
-def segmenter_overrides(config: RunConfig, segmenter_id: str) -> tuple[dict[str, Any], Any]:
-    """The values over ``segmenter_id``'s default config (preset sizes, then the config file)
-    and the resulting config."""
+def segmenter_overrides(
+    config: RunConfig, segmenter_id: str, supervision: str | None = None
+) -> tuple[dict[str, Any], Any]:
+    """The values over ``segmenter_id``'s default config (preset sizes, then the config file,
+    then ``supervision``: one regime of ``--supervision``) and the resulting config."""
     cls = SEGMENTERS.get(segmenter_id)
-    merged = apply_overrides(cls.Config(), config.preset.segmenter, "segmenter")
-    merged = apply_overrides(merged, config.segmenter_overrides, "segmenter")
-    return {**config.preset.segmenter, **config.segmenter_overrides}, merged
+    layers = [config.preset.segmenter, config.segmenter_overrides]
+    if supervision is not None:
+        layers.append({"supervision": supervision})
+    merged = cls.Config()
+    for layer in layers:
+        merged = apply_overrides(merged, layer, "segmenter")
+    return {k: v for layer in layers for k, v in layer.items()}, merged
 
 
-def segmenter_config(config: RunConfig, segmenter_id: str) -> Any:
-    """``segmenter_id``'s config in this run."""
-    return segmenter_overrides(config, segmenter_id)[1]
+def segmenter_config(config: RunConfig, segmenter_id: str, supervision: str | None = None) -> Any:
+    """``segmenter_id``'s config in this run (under ``supervision`` when given)."""
+    return segmenter_overrides(config, segmenter_id, supervision)[1]
+
+
+def check_supervisions(config: RunConfig, specs: Sequence[MethodSpec], train: Dataset) -> None:
+    """``BadInput`` unless every segmenter of the run can be trained on ``train`` under every
+    regime of the run (:func:`owsbench.training.regimes.check_supervision`)."""
+    from owsbench.training.regimes import check_supervision
+
+    segmenters = dict.fromkeys(s.segmenter for s in specs if shares_segmenter(s))
+    for segmenter_id in segmenters:
+        for regime in config.supervisions or [None]:
+            merged = segmenter_config(config, segmenter_id, regime)
+            check_supervision(merged, train.label_traits(), train.name)
 
 
 def method_overrides(config: RunConfig, spec: MethodSpec) -> tuple[dict[str, Any], Any]:
@@ -337,9 +379,14 @@ def config_hash(
 
 
 def plan_segmenter(
-    config: RunConfig, segmenter_id: str, train: DatasetRef, num_classes: int, seed: int
+    config: RunConfig,
+    segmenter_id: str,
+    train: DatasetRef,
+    num_classes: int,
+    seed: int,
+    supervision: str | None = None,
 ) -> SegmenterPlan:
-    overrides, merged = segmenter_overrides(config, segmenter_id)
+    overrides, merged = segmenter_overrides(config, segmenter_id, supervision)
     recipe = {
         "segmenter": segmenter_id,
         "config": dataclasses.asdict(merged),
@@ -414,12 +461,17 @@ def plan(config: RunConfig, datasets: Datasets | None = None) -> list[Job]:
             dataset_ref(dataset_id, options, dataset),
             dataset_ref(train_id, train_options, train),
         )
+        check_supervisions(config, specs, train)
         splits = tuple(config.splits or dataset.eval_splits)
         for seed in config.seeds:
             for group in groups:
-                jobs.append(
-                    plan_job(config, group, refs, train.num_classes, seed, splits, settings)
-                )
+                regimes = config.supervisions if shares_segmenter(group[0]) else None
+                for regime in regimes or [None]:
+                    jobs.append(
+                        plan_job(
+                            config, group, refs, train.num_classes, seed, splits, settings, regime
+                        )
+                    )
     return jobs
 
 
@@ -436,12 +488,16 @@ def plan_job(
     seed: int,
     splits: tuple[str, ...],
     settings: Settings,
+    supervision: str | None = None,
 ) -> Job:
-    """The job of one model group on ``refs = (eval dataset, train dataset)`` and ``seed``."""
+    """The job of one model group on ``refs = (eval dataset, train dataset)`` and ``seed``
+    (a post-hoc group's segmenter trained under ``supervision`` when given)."""
     dataset, train = refs
     segmenter = None
     if shares_segmenter(group[0]):
-        segmenter = plan_segmenter(config, group[0].segmenter, train, num_classes, seed)
+        segmenter = plan_segmenter(
+            config, group[0].segmenter, train, num_classes, seed, supervision
+        )
     methods = tuple(plan_method(config, s, segmenter, train, num_classes, seed) for s in group)
     rows = tuple(row_key_of(dataset, m, split, seed) for split in splits for m in methods)
     return Job(dataset, train, seed, splits, segmenter, methods, settings, rows)

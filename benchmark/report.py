@@ -18,11 +18,13 @@ from owsbench.cache import atomic_write_text
 from owsbench.errors import BadInput
 from owsbench.results import read_rows
 from owsbench.rows import row_key
+from owsbench.supervision_study import study_markdown
 from owsbench.tables import NOTE, leaderboard_tables, slug, summarise
 
 FORMATS = ("md", "csv", "latex", "html")
 LATEX_ARROWS = (r"$\uparrow$", r"$\downarrow$")
 LATEX_NOTE = r"Metrics in \%, mean $\pm$ std over seeds; best per column in bold."
+
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -66,7 +68,8 @@ def load_runs(run_dirs: Iterable[Path]) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The leaderboard as markdown: a heading and a pipe table per (dataset, split); the best
-    value per metric column in bold."""
+    value per metric column in bold. With rows of two or more supervision regimes, the study's
+    tables follow (:func:`owsbench.supervision_study.study_markdown`)."""
     tables = leaderboard_tables(rows)
     if not tables:
         return "_no results_\n"
@@ -80,7 +83,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         align = ("left",) + ("right",) * len(table.columns)
         text = tabulate(body, headers, tablefmt="github", colalign=align, disable_numparse=True)
         parts.append(f"### {table.dataset} / {table.split}\n\n{text}\n")
-    return "\n".join(parts) + "\n" + NOTE + "\n"
+    study = study_markdown(rows)
+    return "\n".join(parts) + "\n" + NOTE + "\n" + (f"\n{study}" if study else "")
 
 
 def csv(rows: list[dict[str, Any]]) -> str:
@@ -140,6 +144,7 @@ def write_leaderboard(
     out: Path,
     formats: Sequence[str] = ("md", "csv"),
     figures: bool = False,
+    cost_model: str = "relative",
 ) -> list[Path]:
     """Write the requested formats into ``out`` and return the paths written.
 
@@ -165,7 +170,7 @@ def write_leaderboard(
         from owsbench.figures import make_figures
 
         tables = leaderboard_tables(rows)
-        entries = make_figures(rows, tables, out / "figures")
+        entries = make_figures(rows, tables, out / "figures", cost_model)
         written += [e.path for e in entries if e.path is not None]
         if "html" in formats:
             from owsbench.html_report import render_html

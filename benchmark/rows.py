@@ -6,7 +6,10 @@ seed; ``row_id`` is the first 12 hex digits of the sha256 of the key's canonical
 in order (``ROW_FIELDS``):
 
 - what ran: ``method``, ``method_name``, ``segmenter`` and ``segmenter_config`` (None for trained
-  methods, which own their model), ``method_config`` (the merged config), ``config_hash``
+  methods, which own their model), ``supervision`` (the regime the segmenter was trained with;
+  ``full`` for trained methods, which train on dense labels) and its ``annotation_cost`` per
+  image in each cost model (:mod:`owsbench.costs`: ``{"relative": ..., "seconds": ...}``),
+  ``method_config`` (the merged config), ``config_hash``
   (:func:`owsbench.plan.config_hash`), ``dataset``, ``dataset_fingerprint``, ``trained_on``
   (the dataset whose train split was fitted on), ``split``, ``seed``, ``preset``;
 - what was measured: ``metrics`` (:func:`owsbench.measure.row_metrics`), ``metric_version``,
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import owsbench
 from owsbench.cache import content_hash
+from owsbench.costs import annotation_costs, relative_costs
 from owsbench.measure import row_metrics
 from owsbench.metrics import METRIC_VERSION
 
@@ -51,6 +55,8 @@ ROW_FIELDS = (
     "method_name",
     "segmenter",
     "segmenter_config",
+    "supervision",
+    "annotation_cost",
     "method_config",
     "config_hash",
     "dataset",
@@ -84,6 +90,22 @@ ROW_FIELDS = (
 )
 
 ENVIRONMENT_FIELDS = ("device", "owsbench_version", "git_commit", "torch_version", "python")
+
+
+def row_supervision(row: dict[str, Any]) -> str:
+    """The row's supervision regime (``full`` for rows written before rows had one)."""
+    return row.get("supervision") or "full"
+
+
+def method_label_of(method_id: str, supervision: str) -> str:
+    """``method_id``, with ``supervision`` in brackets unless it is ``full`` (``msp (points)``)."""
+    return method_id if supervision == "full" else f"{method_id} ({supervision})"
+
+
+def method_label(row: dict[str, Any]) -> str:
+    """How tables and figures name the row's method (:func:`method_label_of` of its id and
+    regime)."""
+    return method_label_of(row["method"], row_supervision(row))
 
 
 def row_key(row: dict[str, Any]) -> tuple:
@@ -164,6 +186,10 @@ def build_row(
         "method_name": method.name,
         "segmenter": segmenter.id if segmenter is not None else None,
         "segmenter_config": segmenter.config if segmenter is not None else None,
+        "supervision": job.supervision,
+        "annotation_cost": annotation_costs(
+            job.supervision, settings.annotation_costs or relative_costs()
+        ),
         "method_config": method.config,
         "config_hash": method.config_hash,
         "dataset": job.dataset.name,

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from owsbench.metrics.specs import MetricSpec, column_specs
+from owsbench.rows import method_label
 
 TIMINGS = ("fit_seconds", "infer_seconds")
 NOTE = (
@@ -105,7 +106,7 @@ def summarise(rows: list[dict[str, Any]]) -> pd.DataFrame:
         {
             "dataset": r["dataset"],
             "split": r["split"],
-            "method": r["method"],
+            "method": method_label(r),
             "seed": r["seed"],
             **{t: r.get(t) for t in TIMINGS},
             **{m: r["metrics"].get(m) for m in metrics},

@@ -34,6 +34,17 @@ class Frame:
     instances: np.ndarray | None = None  # (H, W) int32, 0 = none, else one object per value
 
 
+@dataclass(frozen=True)
+class LabelTraits:
+    """What a dataset's training labels offer weak supervision: whether its frames carry
+    instance ids, which class ids are thing classes (one object per instance; the others are
+    stuff), and its background class (None where unlabelled pixels are void, as in road scenes)."""
+
+    provides_instances: bool = False
+    thing_classes: tuple[int, ...] = ()
+    background_class: int | None = None
+
+
 class Split(Sequence[Frame], ABC):
     """An indexable, lazily loaded list of frames (one frame in memory at a time)."""
 
@@ -95,6 +106,11 @@ class Dataset(ABC):
     def fingerprint(self) -> str:
         """A string that changes whenever the data changes (used in cache keys)."""
         return self.name
+
+    def label_traits(self) -> LabelTraits:
+        """The dataset's :class:`LabelTraits` (from its declared class attributes)."""
+        traits = (self.provides_instances, tuple(self.thing_classes), self.background_class)
+        return LabelTraits(*traits)
 
     def outlier_source(self) -> Any | None:
         """Cut-outs for outlier exposure (an ``ObjectSource``) when the dataset has some, else

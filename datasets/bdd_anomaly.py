@@ -6,6 +6,12 @@ create_bdd_dataset.py``, which builds its lists from exactly these folders)::
     seg/images/{train,val}/<id>.jpg                  BDD100K 10K images (1280x720)
     seg/train_labels/{train,val}/<id>_train_id.png   labels shipped in the anomaly-seg repo
 
+Also accepted (:data:`IMAGE_DIRS`, :data:`LABEL_DIRS`): the images as the BDD100K zips unpack
+(``bdd100k/seg/images/{train,val}`` from ``bdd100k_seg.zip``, ``bdd100k/images/10k/{train,val}``
+from ``bdd100k_images_10k.zip``) and the labels beside them (``bdd100k/seg/train_labels``) or in
+a clone of the repository (``anomaly-seg/seg/train_labels``); images and labels are found
+independently.
+
 Label encoding of ``seg/train_labels`` (made by ``convert_cityscapes_to_uint``: BDD trainId
 255 -> -1, then +2): ``1`` = other/void, ``k + 2`` = BDD trainId ``k`` in Cityscapes order
 (road = 2 ... bicycle = 20); ``0`` is unused (after the official ``-1`` it is the ignore index).
@@ -45,6 +51,7 @@ from owsbench.cache import atomic_write_text, content_hash, user_cache_dir
 from owsbench.datasets.base import VOID, FileDataset, FrameFiles
 from owsbench.datasets.io import check_values, read_label
 from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES
+from owsbench.datasets.layouts import find_dir
 from owsbench.errors import BadInput
 
 OTHER = "other"
@@ -54,6 +61,17 @@ VALUE_OFFSET = 2  # pixel value = BDD trainId + 2
 DEFAULT_ANOMALY_CLASSES = ("train", "motorcycle", "bicycle")  # create_bdd_dataset.py: 18/19/20
 PAPER_ANOMALY_CLASSES = ("train", "motorcycle")  # the paper text / ObsNet-era variant
 SCAN_VERSION = 1
+# where seg/images/<folder> and seg/train_labels/<folder> may be (preferred first)
+IMAGE_DIRS = (
+    ("seg/images", "as described"),
+    ("bdd100k/seg/images", "bdd100k_seg.zip as unpacked"),
+    ("bdd100k/images/10k", "bdd100k_images_10k.zip as unpacked"),
+)
+LABEL_DIRS = (
+    ("seg/train_labels", "as described"),
+    ("bdd100k/seg/train_labels", "beside the unpacked bdd100k/seg/images"),
+    ("anomaly-seg/seg/train_labels", "in a clone of hendrycks/anomaly-seg"),
+)
 
 
 def known_classes(anomaly_classes: tuple[str, ...]) -> tuple[str, ...]:
@@ -96,7 +114,10 @@ class BDDAnomaly(FileDataset):
     layout: ClassVar[str] = (
         "bdd-anomaly/seg/images/{train,val}/<id>.jpg\n"
         "bdd-anomaly/seg/train_labels/{train,val}/<id>_train_id.png  "
-        "(1 = other, BDD trainId k = k+2)"
+        "(1 = other, BDD trainId k = k+2)\n"
+        "  (also accepted: images in bdd-anomaly/bdd100k/seg/images/ or "
+        "bdd-anomaly/bdd100k/images/10k/, labels in bdd-anomaly/bdd100k/seg/train_labels/ or "
+        "bdd-anomaly/anomaly-seg/seg/train_labels/)"
     )
     source: ClassVar[str] = (
         "images: BDD100K '10K Images' (https://bdd-data.berkeley.edu/, free account), "
@@ -136,11 +157,12 @@ class BDDAnomaly(FileDataset):
 
     def _folder_frames(self, folder: str) -> list[FrameFiles]:
         """Frames of ``seg/images/<folder>`` that have a label file, sorted by image name."""
-        images = self.folder / "seg" / "images" / folder
-        labels = self.folder / "seg" / "train_labels" / folder
-        for path, pattern in ((images, "<id>.jpg"), (labels, "<id>_train_id.png")):
-            if not path.is_dir():
-                raise BadInput(f"{path} not found; expected {path}/{pattern} (`data info`)")
+        images = find_dir(
+            "images", "<id>.jpg", [(self.folder / d / folder, n) for d, n in IMAGE_DIRS]
+        )
+        labels = find_dir(
+            "labels", "<id>_train_id.png", [(self.folder / d / folder, n) for d, n in LABEL_DIRS]
+        )
         frames = []
         for image in sorted(images.glob("*.jpg")):
             label = labels / f"{image.stem}_train_id.png"

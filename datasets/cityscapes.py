@@ -21,6 +21,11 @@ every id lies on a thing class (person, rider, car, truck, bus, train, motorcycl
 trainIds 11..18). Test labels are not public (the download only holds the
 ego-vehicle and border masks), so ``test`` is refused.
 
+Both zips hold a README and license.txt beside their folder, so an unpacker that makes a folder
+named after the archive (Windows "Extract all", macOS Archive Utility, ``unzip -d``) gives
+``leftImg8bit_trainvaltest/leftImg8bit/...`` and ``gtFine_trainvaltest/gtFine/...``: accepted
+too (:data:`IMAGE_DIRS`, :data:`LABEL_DIRS`; each zip on its own).
+
 The city-folder walk (:func:`city_frames`) is shared with the LostAndFound adapter, which uses
 the same ``{kind}/{split}/{city}/{frame id}_{kind suffix}.png`` scheme.
 """
@@ -36,6 +41,7 @@ import numpy as np
 from owsbench.datasets.base import VOID, FileDataset, FrameFiles
 from owsbench.datasets.io import check_values
 from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES
+from owsbench.datasets.layouts import AS_IS, NAMED_FOLDER, candidates, find_dir
 from owsbench.errors import BadInput
 
 # labelId -> trainId for the 19 evaluated classes (cityscapesScripts ``helpers/labels.py``);
@@ -70,6 +76,9 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
 INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
+# where each zip's folder may be under <data root>/cityscapes (preferred first; datasets/layouts.py)
+IMAGE_DIRS = (("leftImg8bit", AS_IS), ("leftImg8bit_trainvaltest/leftImg8bit", NAMED_FOLDER))
+LABEL_DIRS = (("gtFine", AS_IS), ("gtFine_trainvaltest/gtFine", NAMED_FOLDER))
 # instanceIds values >= INSTANCE_OFFSET are labelId * 1000 + instance index (json2instanceImg.py)
 INSTANCE_OFFSET = 1000
 # trainIds of the classes with instances that are evaluated: person .. bicycle
@@ -112,26 +121,25 @@ def instance_ids(raw: np.ndarray, path: Path) -> np.ndarray:
 
 
 def city_frames(
-    folder: Path, split: str, label_candidates: Callable[[str, str], tuple[Path, ...]]
+    images_root: Path, label_candidates: Callable[[str, str], tuple[Path, ...]]
 ) -> list[tuple[str, Path, Path]]:
-    """``(frame id, image, label)`` of every ``leftImg8bit/{split}/{city}/*_leftImg8bit.png``.
+    """``(frame id, image, label)`` of every ``{images_root}/{city}/*_leftImg8bit.png``
+    (``images_root``: a split folder of ``leftImg8bit``, found by the caller).
 
     ``label_candidates(city, frame_id)`` lists the frame's accepted label files, preferred first;
-    the first that exists is used. Frames are sorted by frame id. ``BadInput`` names the missing
-    split folder and the expected pattern, or the first image without a label file.
+    the first that exists is used. Frames are sorted by frame id. ``BadInput`` names the
+    expected pattern when there are no images, or the first image without a label file.
     """
-    images_root = folder / "leftImg8bit" / split
     pattern = f"{images_root}/{{city}}/*{IMAGE_SUFFIX}"
-    require_dir(images_root, f"images as {pattern}")
     images = {p.name[: -len(IMAGE_SUFFIX)]: p for p in images_root.glob(f"*/*{IMAGE_SUFFIX}")}
     if not images:
         raise BadInput(f"no images in {images_root}; expected images as {pattern}")
     frames = []
     for frame_id, image in sorted(images.items()):
-        candidates = label_candidates(image.parent.name, frame_id)
-        label = next((p for p in candidates if p.is_file()), None)
+        options = label_candidates(image.parent.name, frame_id)
+        label = next((p for p in options if p.is_file()), None)
         if label is None:
-            raise BadInput(f"{image}: label file missing (expected {candidates[-1]})")
+            raise BadInput(f"{image}: label file missing (expected {options[-1]})")
         frames.append((frame_id, image, label))
     return frames
 
@@ -163,7 +171,9 @@ class Cityscapes(FileDataset):
         "cityscapes/gtFine/{train,val,test}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png\n"
         "  (optional: *_gtFine_labelTrainIds.png from csCreateTrainIdLabelImgs, used if present)\n"
         "cityscapes/gtFine/{train,val,test}/{city}/{city}_{seq}_{frame}_gtFine_instanceIds.png\n"
-        "  (optional, in gtFine_trainvaltest.zip: instance ids, labelId * 1000 + k on objects)"
+        "  (optional, in gtFine_trainvaltest.zip: instance ids, labelId * 1000 + k on objects)\n"
+        "  (also accepted: cityscapes/leftImg8bit_trainvaltest/leftImg8bit/... and\n"
+        "  cityscapes/gtFine_trainvaltest/gtFine/..., each zip unpacked into a folder of its name)"
     )
     source: ClassVar[str] = (
         "https://www.cityscapes-dataset.com/downloads/ (free account): leftImg8bit_trainvaltest.zip"
@@ -177,8 +187,11 @@ class Cityscapes(FileDataset):
     )
 
     def list_files(self, split: str) -> list[FrameFiles]:
-        labels = self.folder / "gtFine" / split
-        require_dir(labels, f"labels as {labels}/{{city}}/*{LABEL_IDS_SUFFIX}")
+        pattern = f"{{city}}/*{LABEL_IDS_SUFFIX}"
+        labels = find_dir("labels", pattern, candidates(self.folder, LABEL_DIRS, split))
+        images = find_dir(
+            "images", f"{{city}}/*{IMAGE_SUFFIX}", candidates(self.folder, IMAGE_DIRS, split)
+        )
 
         def label_candidates(city: str, frame_id: str) -> tuple[Path, ...]:
             return (
@@ -186,7 +199,7 @@ class Cityscapes(FileDataset):
                 labels / city / (frame_id + LABEL_IDS_SUFFIX),
             )
 
-        frames = city_frames(self.folder, split, label_candidates)
+        frames = city_frames(images, label_candidates)
         files = []
         for fid, image, label in frames:
             instances = label.parent / (fid + INSTANCE_IDS_SUFFIX)

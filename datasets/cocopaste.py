@@ -58,7 +58,7 @@ from scipy.ndimage import binary_dilation
 from tqdm.auto import tqdm
 
 from owsbench.datasets.base import VOID, FileDataset, FrameFiles
-from owsbench.datasets.cityscapes import Cityscapes
+from owsbench.datasets.cityscapes import IMAGE_DIRS, LABEL_DIRS, Cityscapes
 from owsbench.datasets.io import read_rgb
 from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES, TRAIN_ID
 from owsbench.datasets.paste import ground_placement, paste_object
@@ -316,8 +316,7 @@ def _split_guard(split: str, cityscapes_dir: Path, coco_dir: Path) -> Callable[[
         return _read_anything
     return _training_guard(
         [
-            cityscapes_dir / "leftImg8bit" / EVALUATION_SOURCES[0],
-            cityscapes_dir / "gtFine" / EVALUATION_SOURCES[0],
+            *(cityscapes_dir / sub / EVALUATION_SOURCES[0] for sub, _ in IMAGE_DIRS + LABEL_DIRS),
             coco_dir / EVALUATION_SOURCES[1],
             coco_dir / "annotations" / f"instances_{EVALUATION_SOURCES[1]}.json",
         ]

@@ -12,6 +12,12 @@ bdlb/fishyscapes/fishyscapes_tfds.py`` (download URLs, ``([0-9]+)_(.+)_labels.pn
 The images may sit in the Fishyscapes folder itself or be shared with the base dataset's folder
 in the same data root (``lostandfound/`` for L&F, ``cityscapes/`` for Static); the own folder
 wins. Only anomaly labels exist; models are trained on Cityscapes.
+
+The mask zips have no top folder: unpacked as-is the masks lie straight in the dataset folder
+(``fishyscapes-laf/{NNNN}_{id}_labels.png``), unpacked into a folder named after the zip one
+level down (``fishyscapes-laf/fishyscapes_lostandfound/...``); both are accepted, the named
+folder first. The images' ``leftImg8bit`` folder may have the base dataset's alternative layouts
+too (``lostandfound.IMAGE_DIRS``, ``cityscapes.IMAGE_DIRS``).
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from typing import ClassVar
 
 import numpy as np
 
+from owsbench.datasets import cityscapes, lostandfound
 from owsbench.datasets.base import FileDataset, Frame, FrameFiles
-from owsbench.datasets.cityscapes import IMAGE_SUFFIX, require_dir
+from owsbench.datasets.cityscapes import IMAGE_SUFFIX
 from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES
+from owsbench.datasets.layouts import find_dir
 from owsbench.datasets.lostandfound import scene_folder
 from owsbench.errors import BadInput
 from owsbench.metrics.components import SMIYC_TRACK_FILTERS
@@ -40,9 +48,9 @@ OVERLAY_SUFFIX = "_rgb.npz"
 class FishyscapesDataset(FileDataset):
     """A Fishyscapes mask folder whose frames take their images from a base dataset.
 
-    Subclasses name the mask folder (``label_dir``), the base dataset id whose folder may hold
-    the images (``base_dataset``) and the image paths a base frame id may have
-    (``image_candidates``).
+    Subclasses name the mask folder (``label_dir``, also the zip's name), the base dataset id
+    whose folder may hold the images (``base_dataset``), where its ``leftImg8bit`` folder may be
+    (``image_dirs``) and the image paths a base frame id may have (``image_candidates``).
     """
 
     class_names: ClassVar[tuple[str, ...]] = CITYSCAPES_TRAINID_NAMES
@@ -51,15 +59,24 @@ class FishyscapesDataset(FileDataset):
     eval_splits: ClassVar[tuple[str, ...]] = ("val",)
     label_dir: ClassVar[str]
     base_dataset: ClassVar[str]
+    image_dirs: ClassVar[tuple[tuple[str, str], ...]]
 
     @abstractmethod
     def image_candidates(self, images_root: Path, base_id: str) -> tuple[Path, ...]:
         """Where the image of base frame ``base_id`` may be, under a ``leftImg8bit`` folder."""
 
     def list_files(self, split: str) -> list[FrameFiles]:
-        labels = self.folder / self.label_dir
-        require_dir(labels, f"the unpacked masks as {labels}/{{NNNN}}_{{frame id}}{LABEL_SUFFIX}")
-        roots = [self.folder / "leftImg8bit", self.root / self.base_dataset / "leftImg8bit"]
+        labels = find_dir(
+            "the unpacked masks",
+            f"{{NNNN}}_{{frame id}}{LABEL_SUFFIX}",
+            [
+                (self.folder / self.label_dir, f"{self.label_dir}.zip into a folder of its name"),
+                (self.folder, f"{self.label_dir}.zip as unpacked: no top folder"),
+            ],
+            contains=f"*{LABEL_SUFFIX}",
+        )
+        bases = (self.folder, self.root / self.base_dataset)
+        roots = [base / sub for base in bases for sub, _ in self.image_dirs]
         frames = []
         for label in sorted(labels.glob(f"*{LABEL_SUFFIX}")):
             match = LABEL_FILE.fullmatch(label.name)
@@ -70,9 +87,8 @@ class FishyscapesDataset(FileDataset):
             candidates = [p for r in roots for p in self.image_candidates(r, match["base_id"])]
             image = next((p for p in candidates if p.is_file()), None)
             if image is None:
-                raise BadInput(
-                    f"{label}: image missing (expected {candidates[0]} or {candidates[-1]})"
-                )
+                looked = ", ".join(map(str, candidates))
+                raise BadInput(f"{label}: image missing; looked for {looked}")
             frames.append(FrameFiles(label.name[: -len(LABEL_SUFFIX)], image, anomaly=label))
         return frames
 
@@ -83,12 +99,13 @@ class FishyscapesLostAndFound(FishyscapesDataset):
     name: ClassVar[str] = "fishyscapes-laf"
     label_dir: ClassVar[str] = "fishyscapes_lostandfound"
     base_dataset: ClassVar[str] = "lostandfound"
+    image_dirs: ClassVar[tuple[tuple[str, str], ...]] = lostandfound.IMAGE_DIRS
     expected_counts: ClassVar[dict[str, int]] = {"val": 100}
     # SMIYC evaluates FishyLAFAnomaly-val with the anomaly-track filters (metrics/components.py).
     component_size_filters: ClassVar[tuple[int, int]] = SMIYC_TRACK_FILTERS["anomaly"]
     layout: ClassVar[str] = (
         "fishyscapes-laf/fishyscapes_lostandfound/{NNNN}_{LAF frame id}_labels.png  "
-        "(fishyscapes_lostandfound.zip, unpacked flat)\n"
+        "(fishyscapes_lostandfound.zip, unpacked flat; or straight into fishyscapes-laf/)\n"
         "fishyscapes-laf/leftImg8bit/{train,test}/{NN}_{scene}/{LAF frame id}_leftImg8bit.png  "
         "(LostAndFound leftImg8bit.zip; or shared from lostandfound/leftImg8bit/)"
     )
@@ -120,10 +137,12 @@ class FishyscapesStatic(FishyscapesDataset):
     name: ClassVar[str] = "fishyscapes-static"
     label_dir: ClassVar[str] = "fs_val_v3"
     base_dataset: ClassVar[str] = "cityscapes"
+    image_dirs: ClassVar[tuple[tuple[str, str], ...]] = cityscapes.IMAGE_DIRS
     expected_counts: ClassVar[dict[str, int]] = {"val": 30}  # commonly cited, not verified
     layout: ClassVar[str] = (
         "fishyscapes-static/fs_val_v3/{NNNN}_{cityscapes id}_labels.png and "
-        "{NNNN}_{cityscapes id}_rgb.npz  (fs_val_v3.zip, unpacked flat)\n"
+        "{NNNN}_{cityscapes id}_rgb.npz  (fs_val_v3.zip, unpacked flat; or straight into "
+        "fishyscapes-static/)\n"
         "cityscapes/leftImg8bit/val/{city}/{cityscapes id}_leftImg8bit.png  (the Cityscapes "
         "folder of the same data root; or fishyscapes-static/leftImg8bit/val/...)"
     )

@@ -6,6 +6,10 @@ Layout (the official ``leftImg8bit.zip`` and ``gtCoarse.zip`` unpacked as-is und
     leftImg8bit/{train,test}/{NN}_{scene}/{NN}_{scene}_{seq:06d}_{frame:06d}_leftImg8bit.png
     gtCoarse/{train,test}/{NN}_{scene}/{NN}_{scene}_{seq:06d}_{frame:06d}_gtCoarse_labelIds.png
 
+Each zip unpacked into a folder named after it (``leftImg8bit/leftImg8bit/...``,
+``gtCoarse/gtCoarse/...``: Windows "Extract all", ``unzip -d leftImg8bit``) is accepted too
+(:data:`IMAGE_DIRS`, :data:`LABEL_DIRS`).
+
 ``*_gtCoarse_labelIds.png`` values, decoded as SMIYC does (``SegmentMeIfYouCan/
 road-anomaly-benchmark: road_anomaly_benchmark/datasets/tracks.py``, ``DatasetLostAndFound``,
 ``LAF_CLASSES``): 1 free road -> 0 (inlier), 2..200 obstacles -> 1 (anomaly), 0 (ignore) and
@@ -33,11 +37,15 @@ from typing import ClassVar
 import numpy as np
 
 from owsbench.datasets.base import VOID, FileDataset, FrameFiles
-from owsbench.datasets.cityscapes import city_frames, require_dir
+from owsbench.datasets.cityscapes import IMAGE_SUFFIX, city_frames
 from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES
+from owsbench.datasets.layouts import AS_IS, NAMED_FOLDER, candidates, find_dir
 from owsbench.metrics.components import SMIYC_TRACK_FILTERS
 
 LABEL_SUFFIX = "_gtCoarse_labelIds.png"
+# where each zip's folder may be under <data root>/lostandfound (preferred first)
+IMAGE_DIRS = (("leftImg8bit", AS_IS), ("leftImg8bit/leftImg8bit", NAMED_FOLDER))
+LABEL_DIRS = (("gtCoarse", AS_IS), ("gtCoarse/gtCoarse", NAMED_FOLDER))
 FREE_ROAD = 1
 OBSTACLES = (2, 200)  # inclusive range of obstacle labelIds
 FULL_TEST_FRAMES = 1203
@@ -86,7 +94,9 @@ class LostAndFound(FileDataset):
     component_size_filters: ClassVar[tuple[int, int]] = SMIYC_TRACK_FILTERS["obstacle"]
     layout: ClassVar[str] = (
         "lostandfound/leftImg8bit/test/{NN}_{scene}/{NN}_{scene}_{seq}_{frame}_leftImg8bit.png\n"
-        "lostandfound/gtCoarse/test/{NN}_{scene}/{NN}_{scene}_{seq}_{frame}_gtCoarse_labelIds.png"
+        "lostandfound/gtCoarse/test/{NN}_{scene}/{NN}_{scene}_{seq}_{frame}_gtCoarse_labelIds.png\n"
+        "  (also accepted: leftImg8bit/leftImg8bit/test/..., gtCoarse/gtCoarse/test/...: each "
+        "zip unpacked into a folder of its name)"
     )
     source: ClassVar[str] = (
         "http://wwwlehre.dhbw-stuttgart.de/~sgehrig/lostAndFoundDataset/index.html: "
@@ -101,15 +111,20 @@ class LostAndFound(FileDataset):
     )
 
     def list_files(self, split: str) -> list[FrameFiles]:
-        labels = self.folder / "gtCoarse" / "test"
-        require_dir(labels, f"labels as {labels}/{{NN}}_{{scene}}/*{LABEL_SUFFIX}")
+        pattern = f"{{NN}}_{{scene}}/*{LABEL_SUFFIX}"
+        labels = find_dir("labels", pattern, candidates(self.folder, LABEL_DIRS, "test"))
+        images = find_dir(
+            "images",
+            f"{{NN}}_{{scene}}/*{IMAGE_SUFFIX}",
+            candidates(self.folder, IMAGE_DIRS, "test"),
+        )
 
         def label_candidates(folder: str, frame_id: str) -> tuple[Path, ...]:
             return (labels / folder / (frame_id + LABEL_SUFFIX),)
 
         frames = [
             FrameFiles(fid, image, anomaly=label)
-            for fid, image, label in city_frames(self.folder, "test", label_candidates)
+            for fid, image, label in city_frames(images, label_candidates)
         ]
         if split == "testNoKnown":
             if len(frames) == FULL_TEST_FRAMES:

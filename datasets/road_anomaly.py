@@ -6,6 +6,9 @@ Layout (``RoadAnomaly_jpg.zip`` from the EPFL CVLab page unpacked as-is under
     RoadAnomaly_jpg/frames/{name}.jpg
     RoadAnomaly_jpg/frames/{name}.labels/labels_semantic.png
 
+Also accepted: ``frames/`` straight in ``road-anomaly/`` (the zip's contents without its top
+folder) and ``RoadAnomaly_jpg/RoadAnomaly_jpg/frames/`` (unpacked into a folder named after it).
+
 Checked against the dataset's own ``readme.md`` ("per pixel label, background = 0 and anomaly =
 2"), a loader in the authors' code (dataset ``RoadAnomaly``: class names background, road,
 anomaly; ``anomaly_gt = labels_source >= 2``) and ``kkirchheim/pytorch-ood:
@@ -23,13 +26,19 @@ from typing import ClassVar
 import numpy as np
 
 from owsbench.datasets.base import FileDataset, FrameFiles
-from owsbench.datasets.cityscapes import require_dir
 from owsbench.datasets.io import check_values
 from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES
+from owsbench.datasets.layouts import AS_IS, FLAT, NAMED_FOLDER, candidates, find_dir
 
 ARCHIVE_FOLDER = "RoadAnomaly_jpg"
 LABEL_FILE = "labels_semantic.png"
 ANOMALY_VALUE = 2
+# where the frames folder may be under <data root>/road-anomaly (preferred first)
+FRAME_DIRS = (
+    (f"{ARCHIVE_FOLDER}/frames", AS_IS),
+    ("frames", FLAT),
+    (f"{ARCHIVE_FOLDER}/{ARCHIVE_FOLDER}/frames", NAMED_FOLDER),
+)
 
 
 class RoadAnomaly(FileDataset):
@@ -43,7 +52,9 @@ class RoadAnomaly(FileDataset):
     expected_counts: ClassVar[dict[str, int]] = {"test": 60}
     layout: ClassVar[str] = (
         "road-anomaly/RoadAnomaly_jpg/frames/{name}.jpg\n"
-        "road-anomaly/RoadAnomaly_jpg/frames/{name}.labels/labels_semantic.png"
+        "road-anomaly/RoadAnomaly_jpg/frames/{name}.labels/labels_semantic.png\n"
+        "  (also accepted: road-anomaly/frames/... and road-anomaly/RoadAnomaly_jpg/"
+        "RoadAnomaly_jpg/frames/...)"
     )
     source: ClassVar[str] = (
         "https://www.epfl.ch/labs/cvlab/data/road-anomaly/: RoadAnomaly_jpg.zip, unpacked into "
@@ -56,8 +67,7 @@ class RoadAnomaly(FileDataset):
     )
 
     def list_files(self, split: str) -> list[FrameFiles]:
-        frames = self.folder / ARCHIVE_FOLDER / "frames"
-        require_dir(frames, f"images as {frames}/{{name}}.jpg")
+        frames = find_dir("images", "{name}.jpg", candidates(self.folder, FRAME_DIRS))
         return [
             FrameFiles(path.stem, path, anomaly=frames / f"{path.stem}.labels" / LABEL_FILE)
             for path in sorted(frames.glob("*.jpg"))

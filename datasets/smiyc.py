@@ -11,6 +11,10 @@ frame lists)::
     dataset_ObstacleTrack/images/{fid}.webp
     dataset_ObstacleTrack/labels_masks/{fid}_labels_semantic.png
 
+Also accepted: ``images/`` and ``labels_masks/`` straight in the dataset folder (the zip's
+contents without its top folder) and ``dataset_*Track/dataset_*Track/`` (unpacked into a folder
+named after the zip); :data:`TRACK_DIRS`.
+
 Labels (``DatasetRA.get_frame``): 0 = not anomaly (RoadObstacle21: road), 1 = anomaly /
 obstacle, 255 = void; already the project's anomaly convention. There are no semantic labels;
 models evaluated here are trained on Cityscapes.
@@ -37,9 +41,12 @@ from typing import ClassVar
 from owsbench.datasets.base import FileDataset, FrameFiles
 from owsbench.datasets.cityscapes import require_dir
 from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES
+from owsbench.datasets.layouts import AS_IS, FLAT, NAMED_FOLDER, candidates, find_dir
 from owsbench.metrics.components import SMIYC_TRACK_FILTERS
 
 LABEL_SUFFIX = "_labels_semantic.png"
+# where a track's folder may be under <data root>/<id> ("{0}": the archive folder), preferred first
+TRACK_DIRS = (("{0}", AS_IS), ("", FLAT), ("{0}/{0}", NAMED_FOLDER))
 HIDDEN_TEST_LABELS = (
     "SMIYC test labels are hidden; submit test predictions to the SMIYC server "
     "(https://segmentmeifyoucan.com) and evaluate locally on validation"
@@ -68,9 +75,11 @@ class SmiycTrack(FileDataset):
 
     def list_files(self, split: str) -> list[FrameFiles]:
         """The validation frames (the only labelled split) sorted by frame id."""
-        base = self.folder / self.archive_folder
-        images, labels = base / "images", base / "labels_masks"
-        require_dir(images, f"images as {images}/{{fid}}.{self.image_ext}")
+        dirs = [(sub.format(self.archive_folder), layout) for sub, layout in TRACK_DIRS]
+        images = find_dir(
+            "images", f"{{fid}}.{self.image_ext}", candidates(self.folder, dirs, "images")
+        )
+        labels = images.parent / "labels_masks"
         require_dir(labels, f"labels as {labels}/{{fid}}{LABEL_SUFFIX}")
         return [
             FrameFiles(path.stem, path, anomaly=labels / f"{path.stem}{LABEL_SUFFIX}")
@@ -90,7 +99,9 @@ class RoadAnomaly21(SmiycTrack):
     layout: ClassVar[str] = (
         "smiyc-ra21/dataset_AnomalyTrack/images/{fid}.jpg  (110 frames)\n"
         "smiyc-ra21/dataset_AnomalyTrack/labels_masks/{fid}_labels_semantic.png  "
-        "(validation0000..validation0009 only)"
+        "(validation0000..validation0009 only)\n"
+        "  (also accepted: images/ and labels_masks/ straight in smiyc-ra21/, or one more "
+        "dataset_AnomalyTrack/ level)"
     )
     source: ClassVar[str] = (
         "https://segmentmeifyoucan.com/datasets (Zenodo record 5270237): dataset_AnomalyTrack.zip,"
@@ -124,7 +135,9 @@ class RoadObstacle21(SmiycTrack):
     layout: ClassVar[str] = (
         "smiyc-ro21/dataset_ObstacleTrack/images/{scene}_{...}.webp\n"
         "smiyc-ro21/dataset_ObstacleTrack/labels_masks/{fid}_labels_semantic.png  "
-        "(validation scene only)"
+        "(validation scene only)\n"
+        "  (also accepted: images/ and labels_masks/ straight in smiyc-ro21/, or one more "
+        "dataset_ObstacleTrack/ level)"
     )
     source: ClassVar[str] = (
         "https://segmentmeifyoucan.com/datasets (Zenodo record 5281633): "

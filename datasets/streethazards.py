@@ -8,7 +8,9 @@ Layout (``streethazards_train.tar`` and ``streethazards_test.tar`` unpacked as-i
     train/images/validation/<town>/*.png   train/annotations/validation/<town>/*.png
     test/images/test/<town>/*.png          test/annotations/test/<town>/*.png
 
-An annotation has the same file name as its image. Frame ids are ``<town>/<file stem>``.
+An annotation has the same file name as its image. Frame ids are ``<town>/<file stem>``. Each
+tar unpacked into a folder named after it (``streethazards_train/train/...``) or into a folder
+named like its top folder (``train/train/...``) is accepted too (:data:`TOP_DIRS`).
 
 Label PNGs hold 1-based values 1..14 (``create_dataset.py`` colour table; ``dataset.py:
 segm_transform`` subtracts 1; maintainer in issues #15 and #17): 1 unlabeled, 2 building,
@@ -40,6 +42,7 @@ import numpy as np
 from owsbench.datasets.base import VOID, FileDataset, FrameFiles
 from owsbench.datasets.cityscapes import require_dir
 from owsbench.datasets.io import check_values
+from owsbench.datasets.layouts import AS_IS, NAMED_FOLDER, find_dir
 
 # PNG value - 1 -> class name (create_dataset.py colour-table comment), anomaly excluded.
 PNG_CLASS_NAMES: tuple[str, ...] = (
@@ -67,6 +70,14 @@ SPLIT_FOLDERS: dict[str, tuple[str, str]] = {
     "val": ("train", "validation"),
     "test": ("test", "test"),
 }
+
+
+# where a tar's top folder ("{}": train or test) may be under <data root>/streethazards
+TOP_DIRS = (
+    ("{}", AS_IS),
+    ("streethazards_{}/{}", NAMED_FOLDER),
+    ("{}/{}", "unpacked into a folder named like its top folder"),
+)
 
 
 def semantic_table(other_as_void: bool) -> tuple[tuple[str, ...], np.ndarray]:
@@ -102,7 +113,9 @@ class StreetHazards(FileDataset):
         "streethazards/train/images/{training,validation}/<town>/*.png\n"
         "streethazards/train/annotations/{training,validation}/<town>/*.png  (same names)\n"
         "streethazards/test/images/test/<town>/*.png\n"
-        "streethazards/test/annotations/test/<town>/*.png  (same names)"
+        "streethazards/test/annotations/test/<town>/*.png  (same names)\n"
+        "  (also accepted: streethazards/streethazards_{train,test}/{train,test}/... and "
+        "streethazards/{train,test}/{train,test}/...)"
     )
     source: ClassVar[str] = (
         "https://github.com/hendrycks/anomaly-seg (README links): streethazards_train.tar and "
@@ -125,9 +138,9 @@ class StreetHazards(FileDataset):
 
     def list_files(self, split: str) -> list[FrameFiles]:
         top, sub = SPLIT_FOLDERS[split]
-        images = self.folder / top / "images" / sub
-        labels = self.folder / top / "annotations" / sub
-        require_dir(images, f"images as {images}/<town>/*.png")
+        tops = [(self.folder / d.format(top, top), layout) for d, layout in TOP_DIRS]
+        images = find_dir("images", "<town>/*.png", [(t / "images" / sub, n) for t, n in tops])
+        labels = images.parent.parent / "annotations" / sub
         require_dir(labels, f"labels as {labels}/<town>/*.png")
         return [
             FrameFiles(

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from owsbench.datasets.base import Split
+from owsbench.datasets.base import LabelTraits, Split
 from owsbench.segmenters.base import SegmenterOutput
 from owsbench.training.log import TrainLog
 
@@ -62,6 +62,8 @@ class FitContext:
     # the training dataset's fingerprint (``Dataset.fingerprint``), for caches of derived data
     # (e.g. crop banks); None for in-memory splits, which are then not cached
     train_fingerprint: str | None = None
+    # what the training labels offer weak supervision (instance ids, thing classes, background)
+    label_traits: LabelTraits = field(default_factory=LabelTraits)
 
 
 class Method(ABC):

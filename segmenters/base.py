@@ -22,15 +22,29 @@ class SegmenterConfig:
     """Architecture and training recipe of a closed-set segmenter (hashed into its cache key).
 
     ``supervision`` names the training signal (``owsbench.catalog.SUPERVISIONS``; ``"full"`` =
-    cross-entropy on dense labels). ``grad_clip`` is the max L2 norm of the gradient (None: no
-    clipping); ``validate_every`` logs the validation mIoU every that many steps when the
-    training dataset declares a validation split (None: never).
+    cross-entropy on dense labels; weak regimes ``tags``, ``points``, ``scribbles``, ``boxes``
+    and ``+`` combinations of them, e.g. ``tags+points``, whose loss is the sum of the parts'
+    losses weighted by ``supervision_weights``, 1 for a part it leaves out). The weak regimes'
+    options: ``cam_threshold`` (tags: normalised CAM score below which a pixel is background or
+    void), ``points_per_object``, ``scribble_length`` (share of each skeleton kept, (0, 1]),
+    ``scribble_thickness`` (pixels), ``box_inner_fraction`` (1 = full boxes; < 1 = Box^i, the
+    band outside the centred inner box ignored) and ``weak_label_seed`` (the weak labels are
+    drawn once from it, the same for every training seed). ``grad_clip`` is the max L2 norm of
+    the gradient (None: no clipping); ``validate_every`` logs the validation mIoU every that
+    many steps when the training dataset declares a validation split (None: never).
     """
 
     arch: str = "deeplabv3plus"
     encoder: str = "resnet18"
     weights_path: str | None = None  # local state_dict file; never downloaded
     supervision: str = "full"
+    supervision_weights: dict[str, float] | None = None
+    cam_threshold: float = 0.15
+    points_per_object: int = 1
+    scribble_length: float = 1.0
+    scribble_thickness: int = 1
+    box_inner_fraction: float = 1.0
+    weak_label_seed: int = 0
     steps: int = 600
     batch_size: int = 8
     lr: float = 2e-3

@@ -19,10 +19,12 @@ from fixtures_streethazards_smiyc import (
     make_smiyc_tree,
     make_streethazards_tree,
 )
+from test_oxford_pet import make_pet_tree
 
 from owsbench.catalog import DATASETS
 from owsbench.datasets.cocopaste import generate
 
+SEMANTIC_ONLY = {"cityscapes", "oxford-pet"}
 ANOMALY_ONLY = {
     "fishyscapes-laf",
     "fishyscapes-static",
@@ -44,6 +46,7 @@ def test_every_dataset_runs_end_to_end(tmp_path: Path):
     make_smiyc_tree(root, "obstacle")
     make_road_anomaly_tree(root)
     make_bdd_tree(root)
+    make_pet_tree(root / "oxford-pet")
     generate(cityscapes, make_coco_tree(tmp_path), root, split="val", seed=0, progress=False)
     real = [d for d in DATASETS.ids() if d != "synthstreets"]
     config = tmp_path / "tiny.yaml"
@@ -61,7 +64,7 @@ def test_every_dataset_runs_end_to_end(tmp_path: Path):
     assert {r["dataset"] for r in rows} == set(real)
     for row in rows:
         metrics = row["metrics"]
-        if row["dataset"] == "cityscapes":  # semantic labels only
+        if row["dataset"] in SEMANTIC_ONLY:
             assert metrics["AP"] is None and 0 <= metrics["mIoU"] <= 1
         else:
             assert 0 <= metrics["AP"] <= 1 and row["anomaly_pixels"] > 0, row["dataset"]
@@ -70,6 +73,7 @@ def test_every_dataset_runs_end_to_end(tmp_path: Path):
     trained_on = {r["dataset"]: r["trained_on"] for r in rows}
     assert trained_on["streethazards"] == "streethazards"
     assert trained_on["bdd-anomaly"] == "bdd-anomaly"
+    assert trained_on["oxford-pet"] == "oxford-pet"
     assert trained_on["cityscapes-cocopaste"] == "cityscapes"
 
 

@@ -12,6 +12,7 @@ import torch
 from dataset_fixtures import TinySplit
 
 from owsbench.errors import BadInput
+from owsbench.methods.base import FitContext
 from owsbench.segmenters.erfnet import ERFNetConfig, ERFNetSegmenter
 from owsbench.training.segmenter import train_segmenter
 
@@ -53,12 +54,11 @@ def test_official_style_weights_load_and_shape_mismatches_are_skipped(tmp_path):
         ERFNetSegmenter(ERFNetConfig(weights_path=str(tmp_path / "missing.pth")), num_classes=4)
 
 
-def test_two_training_steps_give_finite_losses():
+def test_two_training_steps_give_finite_losses(tmp_path):
     config = ERFNetConfig(steps=2, batch_size=2, crop=(36, 60))
     model = ERFNetSegmenter(config, num_classes=2)
-    log = train_segmenter(
-        model, TinySplit(), config, seed=0, device=torch.device("cpu"), progress=False
-    )
+    context = FitContext(seed=0, device=torch.device("cpu"), cache_dir=tmp_path, progress=False)
+    log, _ = train_segmenter(model, TinySplit(), config, context)
     assert len(log.loss) == 2 and all(np.isfinite(log.loss))
     assert not model.training
 

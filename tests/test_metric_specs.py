@@ -21,7 +21,13 @@ from owsbench.cli import main
 from owsbench.config import PRESETS, RunConfig
 from owsbench.errors import BadInput
 from owsbench.evaluate import SplitResult
-from owsbench.metrics import AnomalyMetric, ComponentMetric, DiscoveryMetric, SemanticMetric
+from owsbench.metrics import (
+    AnomalyMetric,
+    ComponentMetric,
+    DiscoveryMetric,
+    ObjectCompleteness,
+    SemanticMetric,
+)
 from owsbench.metrics.per_image import PerImageAnomalyMetric
 from owsbench.metrics.specs import (
     MetricSpec,
@@ -97,7 +103,15 @@ def every_compute_output() -> dict[str, dict]:
         "ComponentMetric empty": ComponentMetric(0.5).compute(),
         "DiscoveryMetric": discovery().compute(),
         "DiscoveryMetric empty": DiscoveryMetric().compute(),
+        "ObjectCompleteness": objects().compute(),
     }
+
+
+def objects() -> ObjectCompleteness:
+    metric = ObjectCompleteness(2)
+    ids = np.array([[1, 1, 0], [2, 2, 0]])
+    metric.update(np.array([[1, 0, 0], [1, 1, 0]]), np.array([[1, 1, 0], [1, 1, 0]]), ids)
+    return metric
 
 
 def test_every_computed_key_has_a_spec(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from dataset_fixtures import TinySplit
 
+from owsbench.methods.base import FitContext
 from owsbench.segmenters.smp_models import SegmenterConfig, SmpSegmenter
 from owsbench.training.segmenter import train_segmenter
 
@@ -26,10 +27,9 @@ def test_input_scale_runs_the_network_at_a_lower_resolution():
         assert model(torch.rand(1, 3, 100, 200)).logits.shape == (1, 3, 50, 100)
 
 
-def test_training_a_scaled_model_downsamples_the_labels():
+def test_training_a_scaled_model_downsamples_the_labels(tmp_path):
     config = SegmenterConfig(steps=2, batch_size=2, input_scale=0.5, crop=(32, 64))
     model = SmpSegmenter(config, num_classes=2)
-    log = train_segmenter(
-        model, TinySplit(), config, seed=0, device=torch.device("cpu"), progress=False
-    )
+    context = FitContext(seed=0, device=torch.device("cpu"), cache_dir=tmp_path, progress=False)
+    log, _ = train_segmenter(model, TinySplit(), config, context)
     assert len(log.loss) == 2 and all(np.isfinite(log.loss))

@@ -15,6 +15,7 @@ from owsbench.cache import default_data_root
 from owsbench.catalog import SUPERVISIONS
 from owsbench.config import PRESETS, RunConfig
 from owsbench.errors import BadInput
+from owsbench.methods.base import FitContext
 from owsbench.runner import Runner
 from owsbench.segmenters.base import SegmenterConfig, SegmenterOutput
 from owsbench.segmenters.smp_models import SmpSegmenter
@@ -111,20 +112,22 @@ def test_label_range_check_names_the_bad_label():
         check_label_range(labels, 2, "x")
 
 
-def test_full_supervision_trains_a_segmenter_and_logs_validation_miou():
+def test_full_supervision_trains_a_segmenter_and_logs_validation_miou(tmp_path):
     config = SegmenterConfig(steps=3, batch_size=2, crop=(32, 64), validate_every=2)
     model = SmpSegmenter(config, num_classes=2)
-    log = train_segmenter(model, TinySplit(), config, 0, torch.device("cpu"), False, TinySplit())
+    context = FitContext(0, torch.device("cpu"), tmp_path, progress=False, validation=TinySplit())
+    log, _ = train_segmenter(model, TinySplit(), config, context)
     assert len(log.loss) == 3 and all(np.isfinite(log.loss))
     assert [v["step"] for v in log.validation] == [2, 3]
     assert all(0.0 <= v["mIoU"] <= 1.0 for v in log.validation)
     assert not model.training
 
 
-def test_an_unknown_supervision_is_bad_input_with_a_suggestion():
+def test_an_unknown_supervision_is_bad_input_with_a_suggestion(tmp_path):
     config = SegmenterConfig(steps=1, batch_size=2, supervision="ful")
     with pytest.raises(BadInput, match="unknown supervision 'ful'; did you mean full"):
-        train_segmenter(SmpSegmenter(config, 2), TinySplit(), config, 0, torch.device("cpu"), False)
+        context = FitContext(0, torch.device("cpu"), tmp_path, progress=False)
+        train_segmenter(SmpSegmenter(config, 2), TinySplit(), config, context)
 
 
 # -- the walk-through of docs/architecture.md: a toy supervision the runner trains with ----------

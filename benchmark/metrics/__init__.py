@@ -7,6 +7,7 @@ tensors are accepted by duck typing.
 
 from .components import ComponentMetric
 from .discovery import DiscoveryMetric
+from .objects import ObjectCompleteness
 from .pixel import AnomalyMetric
 from .semantic import SemanticMetric
 
@@ -19,5 +20,6 @@ __all__ = [
     "AnomalyMetric",
     "ComponentMetric",
     "DiscoveryMetric",
+    "ObjectCompleteness",
     "SemanticMetric",
 ]

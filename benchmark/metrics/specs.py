@@ -186,6 +186,18 @@ for _spec in (
         "never",
     ),
     MetricSpec(
+        "object_completeness", "higher", _FRACTION, "percent", "semantic",
+        "mean over ground-truth objects (instance ids) of the share of the object's pixels "
+        "predicted as its class (owsbench.metrics.objects); datasets with instance ids only",
+        "never",
+    ),
+    MetricSpec(
+        "per_class_completeness", "higher", _FRACTION, "per_class", "semantic",
+        "{class name: mean object completeness of that class's objects}, None for classes "
+        "without objects; a dict, not a table column",
+        "never",
+    ),
+    MetricSpec(
         "pixel_accuracy", "higher", _FRACTION, "percent", "semantic",
         "sum_c TP_c / all non-void pixels (Long et al. FCN, CVPR 2015); computed by "
         "SemanticMetric, not written into rows by the runner",

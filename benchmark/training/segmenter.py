@@ -2,49 +2,22 @@
 
 from __future__ import annotations
 
-from functools import partial
-
-import torch
+from typing import Any
 
 from owsbench.datasets.base import Split
+from owsbench.methods.base import FitContext
 from owsbench.segmenters.base import Segmenter, SegmenterConfig
 from owsbench.training.log import TrainLog
-from owsbench.training.loop import Loop, Recipe, Streams
-from owsbench.training.validation import validation_miou
+from owsbench.training.regimes import supervision_class
+from owsbench.training.segmenter_loop import run_supervised
 
 
 def train_segmenter(
-    model: Segmenter,
-    train: Split,
-    config: SegmenterConfig,
-    seed: int,
-    device: torch.device,
-    progress: bool = True,
-    validation: Split | None = None,
-) -> TrainLog:
-    """Train ``model`` on ``train`` (AdamW, one-cycle schedule, the shared augmentation, data
-    order and augmentation seeded by ``seed``); with ``validation`` and
-    ``config.validate_every``, the validation mIoU is logged periodically. The model is left in
-    eval mode."""
-    from owsbench.catalog import SUPERVISIONS
-
-    supervision = SUPERVISIONS.get(config.supervision)(model, config)
-    validate = None
-    if validation is not None and len(validation) > 0:
-        validate = partial(
-            validation_miou, model, validation, model.num_classes, config.batch_size, device
-        )
-    loop = Loop(
-        Recipe.of(config),
-        device,
-        Streams.seeded(seed),
-        augmentation=config,
-        validate=validate,
-        validate_every=config.validate_every,
-        desc=f"fit segmenter ({config.supervision})",
-        progress=progress,
-    )
-    model.to(device).train()
-    log = loop.run(model.parameters(), train, supervision)
-    model.eval()
-    return log
+    model: Segmenter, train: Split, config: SegmenterConfig, context: FitContext
+) -> tuple[TrainLog, dict[str, Any]]:
+    """Train ``model`` on ``train`` with the supervision ``config.supervision`` names
+    (:func:`owsbench.training.segmenter_loop.run_supervised`: its ``prepare`` (weak labels, a
+    first stage), then the loop seeded by ``context.seed``). Returns the log and the
+    supervision's report; the model is left in eval mode."""
+    supervision = supervision_class(config.supervision)(model, config)
+    return run_supervised(model, train, config, context, supervision, config.supervision)

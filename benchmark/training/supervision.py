@@ -6,18 +6,23 @@ terms whose ``"total"`` the loop minimises (``losses``). Segmenter supervisions 
 id in ``owsbench.catalog.SUPERVISIONS`` and chosen with ``segmenter: {supervision: ID}``; the id
 is a field of the segmenter's config, hence of its fit's cache key. Trained methods bring their
 own supervision (e.g. ContMAV's batch with outlier-exposure pastes and its four losses).
+
+A segmenter supervision may need work before the loop (``prepare``: e.g. deriving weak labels,
+or a first training stage) and report what it did (``report``: stored with the fit, copied into
+rows' ``fit_report``). :mod:`owsbench.training.regimes` resolves a config's id, including ``+``
+combinations of weak regimes (:mod:`owsbench.training.weak`), and checks it against a dataset.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from owsbench.datasets.base import Frame
-from owsbench.methods.base import image_batch
+from owsbench.datasets.base import Frame, Split
+from owsbench.methods.base import FitContext, image_batch
 from owsbench.segmenters.base import Segmenter, SegmenterConfig, SegmenterOutput
 from owsbench.training.batches import Batch, check_label_range
 from owsbench.training.losses import labels_at, semantic_ce
@@ -42,10 +47,19 @@ class SegmenterSupervision(Supervision):
     ``output_losses`` (and ``batch`` when a batch holds more than dense labels)."""
 
     name: ClassVar[str]
+    # whether it needs the training dataset's instance ids (``LabelTraits.provides_instances``)
+    needs_instances: ClassVar[bool] = False
 
     def __init__(self, model: Segmenter, config: SegmenterConfig) -> None:
         self.model = model
         self.config = config
+
+    def prepare(self, train: Split, context: FitContext) -> None:
+        """Runs once before the loop, with the split the loop trains on (default: nothing)."""
+
+    def report(self) -> dict[str, Any]:
+        """What the supervision did, for the fit's report (default: nothing)."""
+        return {}
 
     def batch(self, items: list[Frame], rng: np.random.Generator) -> Batch:
         """Images and dense semantic labels, checked against the model's class count."""
