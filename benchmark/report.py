@@ -26,7 +26,6 @@ LATEX_ARROWS = (r"$\uparrow$", r"$\downarrow$")
 LATEX_NOTE = r"Metrics in \%, mean $\pm$ std over seeds; best per column in bold."
 
 
-
 def parse_formats(text: str) -> tuple[str, ...]:
     """``"md,latex"`` -> ``("md", "latex")``; ``BadInput`` naming an unknown format."""
     wanted = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
