@@ -204,3 +204,12 @@ def test_object_completeness_is_the_share_of_each_object_predicted_as_its_class(
     assert values["object_completeness"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)
     per_class = values["per_class_completeness"]
     assert np.isnan(per_class[0]) and per_class[1] == 0.75 and per_class[2] == 0.5
+
+
+def test_tag_pseudo_masks_are_cached_per_classifier(tmp_path):
+    config = SegmenterConfig(supervision="tags", steps=1, batch_size=2, crop=(32, 32))
+    for seed in (0, 1, 0):
+        ctx = dataclasses.replace(context(tmp_path, "fp"), seed=seed)
+        train_segmenter(SmpSegmenter(config, 2), frames(), config, ctx)
+    assert len(list((tmp_path / "fits").glob("tags-classifier-*.pt"))) == 2
+    assert len(list((tmp_path / "weak").glob("tags-*"))) == 2  # one per classifier, reused

@@ -137,7 +137,8 @@ class WeakPart(ABC):
 
 
 class TagPart(WeakPart):
-    """Image tags and the multi-label soft margin loss on the logits' global average."""
+    """Image tags and the multi-label soft margin loss on the logits' global average; the tags
+    are those of the whole frame, also when training sees a crop of it (as in IRN)."""
 
     name: ClassVar[str] = "tags"
 
@@ -156,13 +157,17 @@ class MapPart(WeakPart):
     has_map: ClassVar[bool] = True
     options: ClassVar[tuple[str, ...]] = ()
 
-    def prepare(self, model: Segmenter, train: Split, context: FitContext) -> None:
-        traits = context.label_traits
-        recipe = {
+    def recipe(self) -> dict[str, Any]:
+        """What the weak labels depend on besides the training data (their cache key)."""
+        return {
             "regime": self.name,
             "options": {k: getattr(self.config, k) for k in self.options},
             "seed": self.config.weak_label_seed,
         }
+
+    def prepare(self, model: Segmenter, train: Split, context: FitContext) -> None:
+        traits = context.label_traits
+        recipe = self.recipe()
 
         def make(frame: Frame, rng: np.random.Generator) -> np.ndarray:
             return wl.void_outside(self.make(frame, traits, rng), frame.semantic)
@@ -229,7 +234,11 @@ class CamPseudoMaskPart(MapPart):
         self.classifier.to(context.device).eval()
         self.device = context.device
         super().prepare(model, train, context)
-        self.store.manifest["classifier_sha256"] = self.classifier_report.get("sha256")
+
+    def recipe(self) -> dict[str, Any]:
+        """The pseudo-masks depend on the classifier too: its checkpoint's sha256 (None, and
+        then never cached, for in-memory splits)."""
+        return {**super().recipe(), "classifier": self.classifier_report["tags_classifier_sha256"]}
 
     @torch.no_grad()
     def make(self, frame, traits, rng) -> np.ndarray:
@@ -266,7 +275,7 @@ def fit_tag_classifier(
     if context.train_fingerprint is None:
         torch.manual_seed(context.seed)
         classifier = build()
-        return classifier, train_stage(classifier)["report"]
+        return classifier, {**train_stage(classifier)["report"], "tags_classifier_sha256": None}
     values = asdict(config)
     recipe = {
         "segmenter": type(model).__name__,
