@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,13 +143,54 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the annotated type ``hint`` (``int``, ``float`` (ints too),
+    ``bool``, ``str``, ``None``, unions, ``tuple[...]``, ``dict``, ``list``, ``Literal``); other
+    annotations accept anything."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(matches(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):
+        kinds = (int,) if hint is int else (int, float)
+        return isinstance(value, kinds) and not isinstance(value, bool)
+    if hint in (bool, str):
+        return isinstance(value, hint)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(map(matches, value, args))
+    if origin in (dict, list):
+        return isinstance(value, origin if origin is dict else (list, tuple))
+    return True
+
+
+def type_text(hint: Any) -> str:
+    """``hint`` as a user reads it (``int``, ``float | None``, ``tuple[int, int]``)."""
+    name = getattr(hint, "__name__", None)
+    if typing.get_origin(hint) is None and name is not None:
+        return "null" if hint is type(None) else name
+    return str(hint).replace("typing.", "").replace("NoneType", "null")
+
+
 def apply_overrides(config: Any, overrides: dict[str, Any], what: str) -> Any:
-    """``dataclasses.replace`` with a clear error for unknown fields (lists become tuples)."""
+    """``dataclasses.replace`` with one-line ``BadInput`` for unknown fields and for values not
+    of the field's annotated type (``segmenter.lr must be float (got 'fast')``); YAML lists
+    become tuples."""
     fields = {f.name: f for f in dataclasses.fields(config)}
+    hints = typing.get_type_hints(type(config))
     for key in overrides:
         if key not in fields:
             raise BadInput(Registry.suggest(f"{what} option", key, list(fields)))
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    for key, value in values.items():
+        if not matches(value, hints.get(key, Any)):
+            raise BadInput(f"{what}.{key} must be {type_text(hints[key])} (got {value!r})")
     return dataclasses.replace(config, **values)
 
 

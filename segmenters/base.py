@@ -16,6 +16,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from owsbench.errors import BadInput
+
 
 @dataclass(frozen=True)
 class SegmenterConfig:
@@ -57,6 +59,34 @@ class SegmenterConfig:
     hflip: bool = True
     color_jitter: float = 0.25  # max relative change of brightness and contrast
     input_scale: float = 1.0  # images are resized by this factor before the network
+
+    def __post_init__(self) -> None:
+        """``BadInput`` (one line) for a recipe value out of range, e.g. ``segmenter.steps must
+        be a positive integer (got -5)``; types are checked where overrides are applied."""
+        rules = (
+            ("steps", self.steps >= 1, "a positive integer"),
+            ("batch_size", self.batch_size >= 1, "a positive integer"),
+            ("lr", self.lr > 0, "a number > 0"),
+            ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
+            ("warmup_fraction", 0 <= self.warmup_fraction < 1, "a number in [0, 1)"),
+            ("input_scale", 0 < self.input_scale <= 4, "a number in (0, 4]"),
+            ("color_jitter", 0 <= self.color_jitter < 1, "a number in [0, 1)"),
+            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "null or a number > 0"),
+            (
+                "validate_every",
+                self.validate_every is None or self.validate_every >= 1,
+                "null or a positive integer",
+            ),
+            ("crop", self.crop is None or min(self.crop) >= 8, "null or [h, w] with h, w >= 8"),
+            (
+                "scale_range",
+                0 < self.scale_range[0] <= self.scale_range[1],
+                "[low, high] with 0 < low <= high",
+            ),
+        )
+        for name, ok, expected in rules:
+            if not ok:
+                raise BadInput(f"segmenter.{name} must be {expected} (got {getattr(self, name)!r})")
 
 
 @dataclass
