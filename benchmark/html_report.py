@@ -15,6 +15,7 @@ from typing import Any
 
 import owsbench
 from owsbench.figures import ReportFigure
+from owsbench.supervision_study import study_markdown
 from owsbench.tables import NOTE, Table, slug
 
 CSS = """
@@ -106,7 +107,8 @@ def _meta_html(rows: list[dict[str, Any]]) -> str:
 def render_html(
     rows: list[dict[str, Any]], tables: Sequence[Table], figures: Sequence[ReportFigure]
 ) -> str:
-    """The whole page: tables and figures of each (dataset, split), then report-wide figures."""
+    """The whole page: tables and figures of each (dataset, split), the weak-supervision study's
+    tables when the rows hold two or more regimes, then report-wide figures."""
     sections = []
     for table in tables:
         group = (table.dataset, table.split)
@@ -119,11 +121,18 @@ def render_html(
             "</section>",
         ]
         sections.append("\n".join(parts))
+    study = study_markdown(rows)
+    if study:  # the weak-supervision study's tables, as their markdown text
+        sections.append(
+            '<section id="supervision">\n<h2>Supervision regimes</h2>\n'
+            f'<pre class="study">{escape(study)}</pre>\n</section>'
+        )
     overall = [_figure_html(f) for f in figures if f.group is None]
     if overall:
         sections.append('<section id="training">\n<h2>Training</h2>\n' + "\n".join(overall))
         sections[-1] += "\n</section>"
     links = [(slug(f"{t.dataset}-{t.split}"), f"{t.dataset} / {t.split}") for t in tables]
+    links += [("supervision", "Supervision regimes")] if study else []
     links += [("training", "Training")] if overall else []
     nav = " ".join(f'<a href="#{anchor}">{escape(text)}</a>' for anchor, text in links)
     body = "\n".join(sections) if tables else "<p>No results.</p>"

@@ -213,3 +213,24 @@ def test_tag_pseudo_masks_are_cached_per_classifier(tmp_path):
         train_segmenter(SmpSegmenter(config, 2), frames(), config, ctx)
     assert len(list((tmp_path / "fits").glob("tags-classifier-*.pt"))) == 2
     assert len(list((tmp_path / "weak").glob("tags-*"))) == 2  # one per classifier, reused
+
+
+def test_reports_show_the_regime_tables_only_with_two_or_more_regimes():
+    from owsbench.html_report import render_html
+    from owsbench.report import markdown
+
+    def row(supervision: str, seed: int, miou: float) -> dict:
+        return {
+            "method": "msp", "method_name": "msp", "segmenter": "deeplabv3plus",
+            "supervision": supervision, "annotation_cost": {"relative": 2.0, "seconds": 22.1},
+            "dataset": "d", "split": "test", "seed": seed,
+            "metrics": {"AP": 0.1, "mIoU": miou, "per_class_iou": {"road": miou}},
+        }  # fmt: skip
+
+    one = [row("full", 0, 0.5), row("full", 1, 0.7)]
+    assert "supervision regimes" not in markdown(one)
+    two = [*one, row("points", 0, 0.2), row("points", 1, 0.4)]
+    text = markdown(two)
+    assert "msp (points)" in text and "d / test: supervision regimes" in text
+    assert "30.00 ± 14.14" in text  # points' mIoU: mean and std over the two seeds
+    assert "Supervision regimes" in render_html(two, [], [])
