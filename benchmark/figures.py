@@ -249,26 +249,38 @@ def samples_figure(rows: list[Row], methods: Sequence[str], path: Path) -> Repor
         "min-max normalised over the frames shown."
     )
     columns = ["image", "ground truth", *scores]
-    height, width = base["anomaly"].shape[1:3]
+    grid = []
+    for i in range(len(frames)):
+        panels = [base["image"][i], _ground_truth_rgb(base["anomaly"][i])]
+        for maps in scores.values():
+            low, high = float(maps.min()), float(maps.max())
+            panels.append((maps[i] - low) / (high - low or 1.0))
+        grid.append(panels)
+    fig = _image_grid(grid, columns, frames, SCORE_CMAP)
+    return ReportFigure(title, caption, group, _save(fig, path), notes.all())
+
+
+def _image_grid(
+    grid: list[list[np.ndarray]], columns: Sequence[str], frames: Sequence[str], cmap: str | None
+) -> Figure:
+    """One row per frame, one panel per column (titled on the first row, the frame id on the
+    left); panels after the first two (image, ground truth) drawn with ``cmap`` on [0, 1]."""
+    height, width = grid[0][0].shape[:2]
     panel = 2.4  # inches per panel width
     fig = Figure(
         figsize=(panel * len(columns), panel * height / width * len(frames) + 0.4),
         layout="constrained",
     )
     axes = fig.subplots(len(frames), len(columns), squeeze=False)
-    for i, frame in enumerate(frames):
-        panels = [base["image"][i], _ground_truth_rgb(base["anomaly"][i])]
-        for maps in scores.values():
-            low, high = float(maps.min()), float(maps.max())
-            panels.append((maps[i] - low) / (high - low or 1.0))
+    for i, (frame, panels) in enumerate(zip(frames, grid, strict=True)):
         for j, (ax, image) in enumerate(zip(axes[i], panels, strict=True)):
-            ax.imshow(image, cmap=SCORE_CMAP if j >= 2 else None, vmin=0, vmax=1)
+            ax.imshow(image, cmap=cmap if j >= 2 else None, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(columns[j], fontsize="small")
         axes[i][0].set_ylabel(frame, fontsize="x-small")
-    return ReportFigure(title, caption, group, _save(fig, path), notes.all())
+    return fig
 
 
 def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -432,20 +444,10 @@ def regimes_figure(rows: list[Row], path: Path) -> ReportFigure:
         "black; one column per trained model (segmenter and regime)."
     )
     columns = ["image", "ground truth", *panels]
-    height, width = base["image"].shape[1:3]
-    fig = Figure(
-        figsize=(2.4 * len(columns), 2.4 * height / width * len(frames) + 0.4),
-        layout="constrained",
-    )
-    axes = fig.subplots(len(frames), len(columns), squeeze=False)
-    for i, frame in enumerate(frames):
-        images = [base["image"][i], colour_labels(base["semantic_gt"][i])]
-        images += [colour_labels(maps[i]) for maps in panels.values()]
-        for j, (ax, image) in enumerate(zip(axes[i], images, strict=True)):
-            ax.imshow(image)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(columns[j], fontsize="small")
-        axes[i][0].set_ylabel(frame, fontsize="x-small")
+    grid = [
+        [base["image"][i], colour_labels(base["semantic_gt"][i])]
+        + [colour_labels(maps[i]) for maps in panels.values()]
+        for i in range(len(frames))
+    ]
+    fig = _image_grid(grid, columns, frames, None)
     return ReportFigure(title, caption, group, _save(fig, path), notes.all())

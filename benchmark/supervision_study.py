@@ -29,6 +29,16 @@ Row = dict[str, Any]
 GROUP = ["dataset", "split", "segmenter", "supervision"]
 
 
+def group_of(row: Row) -> dict[str, Any]:
+    """The row's values of ``GROUP``: dataset, split, segmenter, regime."""
+    return {
+        "dataset": row["dataset"],
+        "split": row["split"],
+        "segmenter": row["segmenter"],
+        "supervision": row_supervision(row),
+    }
+
+
 def segmenter_rows(rows: list[Row]) -> list[Row]:
     """One row per (dataset, split, segmenter, regime, seed) of post-hoc methods (the first)."""
     seen: dict[tuple, Row] = {}
@@ -47,10 +57,7 @@ def regime_summary(rows: list[Row]) -> pd.DataFrame:
     semantic = pd.DataFrame(
         [
             {
-                "dataset": r["dataset"],
-                "split": r["split"],
-                "segmenter": r["segmenter"],
-                "supervision": row_supervision(r),
+                **group_of(r),
                 "seed": r["seed"],
                 "cost_relative": (r.get("annotation_cost") or {}).get("relative"),
                 "cost_seconds": (r.get("annotation_cost") or {}).get("seconds"),
@@ -69,24 +76,17 @@ def regime_summary(rows: list[Row]) -> pd.DataFrame:
     for name in ("mIoU", "object_completeness"):
         summary[f"{name}_std"] = grouped[name].std(ddof=1)
     summary["seeds"] = grouped["seed"].nunique()
-    for method, ap in _method_ap(rows).items():
-        summary[f"AP {method}"] = ap
-        summary[f"AP {method}_std"] = _method_ap(rows, std=True)[method]
+    for method, (mean, std) in _method_ap(rows).items():
+        summary[f"AP {method}"] = mean
+        summary[f"AP {method}_std"] = std
     return summary.reset_index()
 
 
-def _method_ap(rows: list[Row], std: bool = False) -> dict[str, pd.Series]:
-    """Per post-hoc method, the mean (or std) over seeds of its AP per regime group."""
+def _method_ap(rows: list[Row]) -> dict[str, tuple[pd.Series, pd.Series]]:
+    """Per post-hoc method, the mean and std over seeds of its AP per regime group."""
     flat = pd.DataFrame(
         [
-            {
-                "dataset": r["dataset"],
-                "split": r["split"],
-                "segmenter": r["segmenter"],
-                "supervision": row_supervision(r),
-                "method": r["method"],
-                "AP": r["metrics"].get("AP"),
-            }
+            {**group_of(r), "method": r["method"], "AP": r["metrics"].get("AP")}
             for r in rows
             if r.get("segmenter") is not None and r["metrics"].get("AP") is not None
         ]
@@ -95,8 +95,11 @@ def _method_ap(rows: list[Row], std: bool = False) -> dict[str, pd.Series]:
         return {}
     flat["AP"] = pd.to_numeric(flat["AP"], errors="coerce")
     stat = flat.groupby([*GROUP, "method"], sort=False)["AP"]
-    values = stat.std(ddof=1) if std else stat.mean()
-    return {m: values.xs(m, level="method") for m in dict.fromkeys(flat["method"])}
+    mean, std = stat.mean(), stat.std(ddof=1)
+    return {
+        m: (mean.xs(m, level="method"), std.xs(m, level="method"))
+        for m in dict.fromkeys(flat["method"])
+    }
 
 
 def _pct(value: Any, spread: Any = None) -> str:
@@ -137,10 +140,7 @@ def _per_class(rows: list[Row], metric: str) -> pd.DataFrame:
     metric dict (``per_class_iou`` or ``per_class_completeness``)."""
     flat = [
         {
-            "dataset": r["dataset"],
-            "split": r["split"],
-            "segmenter": r["segmenter"],
-            "supervision": row_supervision(r),
+            **group_of(r),
             "class": name,
             "value": np.nan if value is None else value,
         }
@@ -160,12 +160,11 @@ def hybrid_rows(rows: list[Row], base: str = "points", hybrid: str = "tags+point
     for metric, name in (("per_class_iou", "IoU"), ("per_class_completeness", "completeness")):
         frame = _per_class(rows, metric)
         frame = frame[frame["supervision"].isin([base, hybrid])]
-        wide = frame.pivot_table(
-            index=["dataset", "split", "segmenter", "class"], columns="supervision",
-            values="value", sort=False, dropna=False,
-        )  # fmt: skip
+        index = ["dataset", "split", "segmenter", "class"]
+        wide = frame.pivot_table(index=index, columns="supervision", values="value", dropna=False)
         if base not in wide or hybrid not in wide:
             continue
+        wide = wide.reindex(pd.MultiIndex.from_frame(frame[index].drop_duplicates()))  # row order
         wide = wide[[base, hybrid]].rename(
             columns={base: f"{name} {base}", hybrid: f"{name} {hybrid}"}
         )

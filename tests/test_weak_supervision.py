@@ -218,6 +218,7 @@ def test_tag_pseudo_masks_are_cached_per_classifier(tmp_path):
 def test_reports_show_the_regime_tables_only_with_two_or_more_regimes():
     from owsbench.html_report import render_html
     from owsbench.report import markdown
+    from owsbench.tables import leaderboard_tables
 
     def row(supervision: str, seed: int, miou: float) -> dict:
         return {
@@ -233,4 +234,6 @@ def test_reports_show_the_regime_tables_only_with_two_or_more_regimes():
     text = markdown(two)
     assert "msp (points)" in text and "d / test: supervision regimes" in text
     assert "30.00 ± 14.14" in text  # points' mIoU: mean and std over the two seeds
-    assert "Supervision regimes" in render_html(two, [], [])
+    page = render_html(two, leaderboard_tables(two), [])
+    assert '<section id="supervision">' in page and "d / test: supervision regimes" in page
+    assert '<section id="supervision">' not in render_html(one, leaderboard_tables(one), [])

@@ -301,6 +301,12 @@ class WeakSupervision(SegmenterSupervision):
     alone: ClassVar[tuple[type[WeakPart], ...]]
     part: ClassVar[type[WeakPart]]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """``needs_instances`` follows from the parts: any of them needs instance ids."""
+        super().__init_subclass__(**kwargs)
+        if hasattr(cls, "part"):
+            cls.needs_instances = any(p.needs_instances for p in (*cls.alone, cls.part))
+
     def __init__(self, model: Segmenter, config: SegmenterConfig) -> None:
         super().__init__(model, config)
         self.parts = [cls(config, model.num_classes) for cls in self.part_classes(config)]
@@ -361,21 +367,18 @@ class TagsSupervision(WeakSupervision):
 
 class PointsSupervision(WeakSupervision):
     name: ClassVar[str] = "points"
-    needs_instances: ClassVar[bool] = True
     alone = (PointPart,)
     part = PointPart
 
 
 class ScribblesSupervision(WeakSupervision):
     name: ClassVar[str] = "scribbles"
-    needs_instances: ClassVar[bool] = True
     alone = (ScribblePart,)
     part = ScribblePart
 
 
 class BoxesSupervision(WeakSupervision):
     name: ClassVar[str] = "boxes"
-    needs_instances: ClassVar[bool] = True
     alone = (BoxPart,)
     part = BoxPart
 
