@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from owsbench.catalog import DEFAULT_SEGMENTER, METHODS, SEGMENTERS
+from owsbench.checks import check_ranges
 from owsbench.errors import BadInput
 from owsbench.registry import Registry
 
@@ -179,9 +180,10 @@ def type_text(hint: Any) -> str:
 
 
 def apply_overrides(config: Any, overrides: dict[str, Any], what: str) -> Any:
-    """``dataclasses.replace`` with one-line ``BadInput`` for unknown fields and for values not
-    of the field's annotated type (``segmenter.lr must be float (got 'fast')``); YAML lists
-    become tuples."""
+    """``dataclasses.replace`` with one-line ``BadInput`` for unknown fields, for values not
+    of the field's annotated type (``segmenter.lr must be float (got 'fast')``) and for values
+    outside the field's declared range (``owsbench.checks.check_ranges``); YAML lists become
+    tuples."""
     fields = {f.name: f for f in dataclasses.fields(config)}
     hints = typing.get_type_hints(type(config))
     for key in overrides:
@@ -191,7 +193,9 @@ def apply_overrides(config: Any, overrides: dict[str, Any], what: str) -> Any:
     for key, value in values.items():
         if not matches(value, hints.get(key, Any)):
             raise BadInput(f"{what}.{key} must be {type_text(hints[key])} (got {value!r})")
-    return dataclasses.replace(config, **values)
+    result = dataclasses.replace(config, **values)
+    check_ranges(result, what)
+    return result
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,12 @@ them unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 from torch import nn
 
+from owsbench.checks import Range
 from owsbench.errors import BadInput
 
 
@@ -47,46 +48,27 @@ class SegmenterConfig:
     scribble_thickness: int = 1
     box_inner_fraction: float = 1.0
     weak_label_seed: int = 0
-    steps: int = 600
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.1  # one-cycle schedule: linear warm-up, then cosine decay
-    grad_clip: float | None = None
-    validate_every: int | None = None
-    crop: tuple[int, int] | None = None  # training crop (h, w); None = the frame size
-    scale_range: tuple[float, float] = (0.75, 1.5)
+    steps: Annotated[int, Range(ge=1)] = 600
+    batch_size: Annotated[int, Range(ge=1)] = 8
+    lr: Annotated[float, Range(gt=0)] = 2e-3
+    weight_decay: Annotated[float, Range(ge=0)] = 1e-4
+    warmup_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1  # one-cycle schedule: linear warm-up, then cosine decay
+    grad_clip: Annotated[float | None, Range(gt=0)] = None
+    validate_every: Annotated[int | None, Range(ge=1)] = None
+    crop: Annotated[tuple[int, int] | None, Range(ge=8)] = None  # training crop (h, w); None = the frame size
+    scale_range: Annotated[tuple[float, float], Range(gt=0)] = (0.75, 1.5)
     hflip: bool = True
-    color_jitter: float = 0.25  # max relative change of brightness and contrast
-    input_scale: float = 1.0  # images are resized by this factor before the network
+    color_jitter: Annotated[float, Range(ge=0, lt=1)] = 0.25  # max relative change of brightness and contrast
+    input_scale: Annotated[float, Range(gt=0, le=4)] = 1.0  # images are resized by this factor before the network
 
     def __post_init__(self) -> None:
-        """``BadInput`` (one line) for a recipe value out of range, e.g. ``segmenter.steps must
-        be a positive integer (got -5)``; types are checked where overrides are applied."""
-        rules = (
-            ("steps", self.steps >= 1, "a positive integer"),
-            ("batch_size", self.batch_size >= 1, "a positive integer"),
-            ("lr", self.lr > 0, "a number > 0"),
-            ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
-            ("warmup_fraction", 0 <= self.warmup_fraction < 1, "a number in [0, 1)"),
-            ("input_scale", 0 < self.input_scale <= 4, "a number in (0, 4]"),
-            ("color_jitter", 0 <= self.color_jitter < 1, "a number in [0, 1)"),
-            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "null or a number > 0"),
-            (
-                "validate_every",
-                self.validate_every is None or self.validate_every >= 1,
-                "null or a positive integer",
-            ),
-            ("crop", self.crop is None or min(self.crop) >= 8, "null or [h, w] with h, w >= 8"),
-            (
-                "scale_range",
-                0 < self.scale_range[0] <= self.scale_range[1],
-                "[low, high] with 0 < low <= high",
-            ),
-        )
-        for name, ok, expected in rules:
-            if not ok:
-                raise BadInput(f"segmenter.{name} must be {expected} (got {getattr(self, name)!r})")
+        """``BadInput`` unless ``scale_range`` is ordered; each field's own range is declared in
+        its annotation and checked where overrides are applied (``owsbench.checks``)."""
+        if self.scale_range[0] > self.scale_range[1]:
+            raise BadInput(
+                f"segmenter.scale_range must be [low, high] with low <= high "
+                f"(got {self.scale_range!r})"
+            )
 
 
 @dataclass
