@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from owsbench.tempfiles import remove_stale, temp_prefix
+
 
 def content_hash(obj: Any, length: int = 16) -> str:
     """sha256 of the canonical JSON of ``obj`` (sorted keys), first ``length`` hex digits."""
@@ -25,10 +27,15 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old or the new file, never half."""
+    """Write ``data`` to ``path`` so that readers see either the old or the new file, never half.
+
+    On failure the temporary file is removed and ``path`` keeps its old content; an ``OSError``
+    that names no file (ENOSPC from a write) is raised again naming ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results and reports are meant to be shared
         with os.fdopen(fd, "wb") as f:
@@ -36,6 +43,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is None:  # a failed write(2) / fsync(2) names no file: name the target
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -113,7 +113,9 @@ def check_ranges(config: Any, what: str) -> None:
         value = getattr(config, name)
         if not bounds.ok(value):
             none = " or null" if _allows_none(type(config), name) else ""
-            raise BadInput(f"{what}.{name} must be {bounds.text(integer, sequence)}{none} (got {value!r})")
+            raise BadInput(
+                f"{what}.{name} must be {bounds.text(integer, sequence)}{none} (got {value!r})"
+            )
 
 
 def _allows_none(cls: type, name: str) -> bool:

@@ -672,7 +672,8 @@ def _pct(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: map ``BadInput`` to exit 2 with one line on stderr."""
+    """Console entry point: ``BadInput`` -> exit 2 and an ``OSError`` (disk full, ...) -> exit 1,
+    each with one line on stderr."""
     try:
         cli.main(args=argv, prog_name="owsbench", standalone_mode=False)
     except BadInput as err:
@@ -686,6 +687,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code)
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)
+    except OSError as err:  # disk full, permissions, ...: a failure of the work, said on one line
+        click.echo(f"owsbench: error: {_os_error(err)}", err=True)
+        sys.exit(1)
+
+
+def _os_error(err: OSError) -> str:
+    """``PATH: No space left on device``: an ``OSError`` as one line (its file, then why)."""
+    reason = err.strerror or str(err) or type(err).__name__
+    return f"{err.filename}: {reason}" if err.filename is not None else reason
 
 
 if __name__ == "__main__":

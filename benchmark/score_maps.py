@@ -12,6 +12,7 @@ energy) lose resolution and overflow beyond +-65504, so they are clipped to that
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -35,11 +36,39 @@ def write_score_map(path: Path, scores: np.ndarray) -> None:
 
 
 def read_score_map(path: Path) -> np.ndarray:
-    """Read one map as float32; ``BadInput`` naming the file when it is missing or unreadable."""
+    """Read one map as float32; ``BadInput`` naming the file when it is missing, unreadable or
+    not an H x W array of real numbers without NaN."""
     try:
         with h5py.File(path, "r") as f:
-            return np.asarray(f["value"][...], np.float32)
+            scores = _value(f, path)
     except FileNotFoundError:
         raise BadInput(f"score map missing: {path}") from None
-    except (OSError, KeyError) as err:
-        raise BadInput(f"cannot read score map {path}: {err}") from None
+    except (OSError, KeyError, RuntimeError) as err:  # h5py: truncated / not HDF5 / broken file
+        raise BadInput(f"cannot read score map {path}: {_reason(err)}") from None
+    if np.isnan(scores).any():
+        raise BadInput(f"score map {path} holds NaN values")
+    return scores
+
+
+def _value(f: h5py.File, path: Path) -> np.ndarray:
+    """The ``value`` dataset of ``f`` as float32 after checking its kind, dtype and rank."""
+    value = f.get("value")
+    if not isinstance(value, h5py.Dataset):
+        found = ", ".join(sorted(f)) or "nothing"
+        raise BadInput(f"score map {path} has no dataset 'value' (holds: {found})")
+    if value.dtype.kind not in "biuf":
+        raise BadInput(f"score map {path} holds {value.dtype} values, not real numbers")
+    if value.ndim != 2:
+        shape = "x".join(map(str, value.shape)) or "scalar"
+        raise BadInput(f"score map {path} is {shape}, not an H x W map")
+    return np.asarray(value[...], np.float32)
+
+
+def _reason(err: Exception) -> str:
+    """One line: the system's text for an errno, else h5py's message with its newlines folded."""
+    if isinstance(err, OSError) and err.errno and not isinstance(err.errno, bool):
+        try:
+            return os.strerror(err.errno)
+        except ValueError:
+            pass
+    return " ".join(str(err).split()) or type(err).__name__

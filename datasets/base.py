@@ -205,8 +205,8 @@ class FileDataset(Dataset):
         if files.semantic is not None:
             raw = read_label(files.semantic)
             check_size(image, raw, files.semantic)
-            anomaly = self.derive_anomaly(raw, files.semantic)
-            semantic = self.decode_semantic(raw, files.semantic)
+            semantic = self.decode_semantic(raw, files.semantic)  # validates first: raw may be
+            anomaly = self.derive_anomaly(raw, files.semantic)  # 16-bit, beyond lookup tables
         if files.anomaly is not None:
             raw = read_label(files.anomaly)
             check_size(image, raw, files.anomaly)
@@ -260,7 +260,7 @@ class FileDataset(Dataset):
                 for f in self.files(split):
                     for path in (f.image, f.semantic, f.anomaly, f.instances):
                         if path is not None:
-                            size = path.stat().st_size
+                            size = _size(path, f.image)
                             digest.update(f"{path.relative_to(self.root)}:{size};".encode())
             self._fingerprint = f"{self.name}/{digest.hexdigest()[:16]}"
         return self._fingerprint
@@ -289,3 +289,14 @@ class FileDataset(Dataset):
             ):
                 self.load_frame(f)
         return warnings
+
+
+def _size(path: Path, image: Path) -> int:
+    """``path``'s size; ``BadInput`` naming it (and its frame's image) when it is gone."""
+    of = "" if path == image else f" (the label of {image})"
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        raise BadInput(f"missing file: {path}{of}") from None
+    except OSError as err:
+        raise BadInput(f"cannot read {path}{of}: {err.strerror}") from None

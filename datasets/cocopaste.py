@@ -63,6 +63,7 @@ from owsbench.datasets.io import read_rgb
 from owsbench.datasets.labels import CITYSCAPES_TRAINID_NAMES, TRAIN_ID
 from owsbench.datasets.paste import ground_placement, paste_object
 from owsbench.errors import BadInput
+from owsbench.tempfiles import remove_stale, temp_prefix
 
 NAME = "cityscapes-cocopaste"
 GENERATOR_VERSION = 1
@@ -403,7 +404,8 @@ def generate(
 
     out = data_root / NAME / split
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{split}-"))
+    remove_stale(out.parent, out.name)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix(out.name)))
     try:
         records = []
         for files in tqdm(frames, desc=f"make {NAME}/{split}", disable=not progress, leave=False):

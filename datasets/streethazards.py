@@ -159,8 +159,8 @@ class StreetHazards(FileDataset):
     def derive_anomaly(self, semantic_raw: np.ndarray, path: Path) -> np.ndarray:
         """PNG 14 -> 1, other values -> 0 (or 255 for "other" with ``other_as_void``).
 
-        Values outside 1..14 map to 255 here; :meth:`decode_semantic`, called next on the same
-        array, rejects them naming the file.
+        :meth:`decode_semantic`, called first on the same array, has rejected values outside
+        1..14 naming the file (16-bit values would not even index the table).
         """
         return self._anomaly_table[semantic_raw]
 

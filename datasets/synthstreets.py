@@ -39,6 +39,7 @@ from owsbench.datasets.objects import (
 from owsbench.datasets.paste import composite, scaled_cutout
 from owsbench.datasets.scene import THING_TRAIN_IDS, Canvas, Placed, View, render_scene
 from owsbench.errors import BadInput
+from owsbench.tempfiles import remove_stale, temp_prefix
 
 GENERATOR_VERSION = 2  # 2: instance ids (instances/<frame id>.png, uint16)
 DATASET_SEED = 20261121
@@ -211,7 +212,10 @@ class SynthStreets(Dataset):
     def generate(self, progress: bool = True) -> None:
         """Render every split into a temporary folder, then move it into place."""
         self.folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.folder.parent, prefix=f".{self.preset}-"))
+        remove_stale(self.folder.parent, self.folder.name)
+        staging = Path(
+            tempfile.mkdtemp(dir=self.folder.parent, prefix=temp_prefix(self.folder.name))
+        )
         try:
             total = sum(getattr(self.config, s) for s in SPLITS)
             bar = tqdm(

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 
+from owsbench.checks import Range
 from owsbench.datasets.base import Split
+from owsbench.errors import BadInput
 from owsbench.methods.base import (
     FitContext,
     PosthocMethod,
@@ -197,10 +199,14 @@ def suppress_boundaries(
     if width % iterations:
         raise ValueError(f"width {width} is not a multiple of iterations {iterations}")
     step = width // iterations
+    # a diamond of radius H + W - 2 reaches every pixel from any pixel: larger radii give the
+    # same mask, so they are clipped (exact; a huge width cannot make the loop run for ever)
+    saturation = sum(score.shape[-2:]) - 2
     boundaries = boundary_mask(pred_classes, erosion_pad)[:, None].to(score.dtype)
     out = score[:, None]
     for i in range(iterations):
         radius = 0 if width == 0 or i == iterations - 1 else width - step * i - 1
+        radius = min(radius, saturation)
         expanded = boundaries
         for _ in range(radius):  # r dilations by the cross = one dilation by the radius-r diamond
             expanded = _dilate_cross(expanded)
@@ -277,15 +283,22 @@ class SML(PosthocMethod):
         ``stat_batch_size``: frames per forward pass while gathering statistics.
         """
 
-        boundary_width: int = 4
-        boundary_iterations: int = 4
-        smoothing_kernel: int = 7
-        smoothing_dilation: int = 6
-        smoothing_sigma: float = 1.0
+        boundary_width: Annotated[int, Range(ge=0, le=4096)] = 4
+        boundary_iterations: Annotated[int, Range(ge=0, le=64)] = 4
+        smoothing_kernel: Annotated[int, Range(ge=1, le=255, odd=True)] = 7
+        smoothing_dilation: Annotated[int, Range(ge=1, le=64)] = 6
+        smoothing_sigma: Annotated[float, Range(gt=0, le=1000)] = 1.0
         suppress_boundaries: bool = True
         smooth: bool = True
-        stat_batch_size: int = 8
+        stat_batch_size: Annotated[int, Range(ge=1, le=4096)] = 8
         erosion_pad: float | None = None
+
+        def __post_init__(self) -> None:
+            if self.boundary_iterations > 0 and self.boundary_width % self.boundary_iterations:
+                raise BadInput(
+                    f"sml.boundary_width must be a multiple of sml.boundary_iterations "
+                    f"(got {self.boundary_width} and {self.boundary_iterations})"
+                )
 
     name = "sml"
     summary = "standardized max logits + boundary suppression, smoothing"
@@ -293,11 +306,6 @@ class SML(PosthocMethod):
 
     def __init__(self, config: Any | None = None, segmenter: torch.nn.Module | None = None) -> None:
         super().__init__(config, segmenter)
-        cfg = self.config
-        if cfg.boundary_iterations > 0 and cfg.boundary_width % cfg.boundary_iterations:
-            raise ValueError("sml: boundary_width must be a multiple of boundary_iterations")
-        if cfg.stat_batch_size < 1:
-            raise ValueError("sml: stat_batch_size must be >= 1")
         self.mean: torch.Tensor | None = None  # (K,) float64
         self.var: torch.Tensor | None = None  # (K,) float64
 

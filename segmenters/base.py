@@ -52,14 +52,18 @@ class SegmenterConfig:
     batch_size: Annotated[int, Range(ge=1)] = 8
     lr: Annotated[float, Range(gt=0)] = 2e-3
     weight_decay: Annotated[float, Range(ge=0)] = 1e-4
-    warmup_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1  # one-cycle schedule: linear warm-up, then cosine decay
+    # one-cycle schedule: linear warm-up, then cosine decay
+    warmup_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1
     grad_clip: Annotated[float | None, Range(gt=0)] = None
     validate_every: Annotated[int | None, Range(ge=1)] = None
-    crop: Annotated[tuple[int, int] | None, Range(ge=8)] = None  # training crop (h, w); None = the frame size
+    # training crop (h, w); None = the frame size
+    crop: Annotated[tuple[int, int] | None, Range(ge=8)] = None
     scale_range: Annotated[tuple[float, float], Range(gt=0)] = (0.75, 1.5)
     hflip: bool = True
-    color_jitter: Annotated[float, Range(ge=0, lt=1)] = 0.25  # max relative change of brightness and contrast
-    input_scale: Annotated[float, Range(gt=0, le=4)] = 1.0  # images are resized by this factor before the network
+    # max relative change of brightness and contrast
+    color_jitter: Annotated[float, Range(ge=0, lt=1)] = 0.25
+    # images are resized by this factor before the network
+    input_scale: Annotated[float, Range(gt=0, le=4)] = 1.0
 
     def __post_init__(self) -> None:
         """``BadInput`` unless ``scale_range`` is ordered; each field's own range is declared in

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from dataset_fixtures import ListSplit
 
+from owsbench.config import apply_overrides
 from owsbench.datasets.base import Frame
+from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, Prediction, image_batch
 from owsbench.methods.sml import (
     SML,
@@ -337,9 +339,23 @@ def test_unfitted_and_invalid():
         method.score(SegmenterOutput(logits=torch.randn(1, 3, 4, 4)))
     with pytest.raises(RuntimeError):
         method.state_dict()
-    with pytest.raises(ValueError):
+    with pytest.raises(BadInput, match="multiple of sml.boundary_iterations"):
         SML(SML.Config(boundary_width=3))
     assert SML.needs_fit and SML.name == "sml"
+
+
+def test_a_huge_boundary_width_is_refused_and_one_past_the_image_is_clipped_exactly():
+    """The issue's hang: ``boundary_width: 1000000`` is refused before any work; widths past
+    the image (radius > H + W - 2) give exactly the saturated mask, without looping."""
+    with pytest.raises(BadInput, match=r"sml.boundary_width must be an integer in \[0, 4096\]"):
+        apply_overrides(SML.Config(), {"boundary_width": 1000000}, "sml")
+    torch.manual_seed(0)
+    score = torch.randn(1, 6, 40)
+    classes = torch.zeros(1, 6, 40, dtype=torch.long)
+    classes[..., 20:] = 1  # one vertical boundary: small radii leave most pixels alone
+    saturated = suppress_boundaries(score, classes, width=2 * 46, iterations=2)
+    assert torch.equal(suppress_boundaries(score, classes, width=4096, iterations=2), saturated)
+    assert not torch.equal(suppress_boundaries(score, classes, width=4, iterations=2), saturated)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
