@@ -53,17 +53,18 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-CONFIG_FILE_KEYS = {
-    "methods",
-    "datasets",
-    "seeds",
-    "splits",
-    "preset",
-    "segmenter",
-    "method_configs",
-    "dataset_options",
-    "supervisions",
-    "annotation_costs",
+# the keys a YAML run config may hold, each with the type its value must have
+CONFIG_FILE_KEYS: dict[str, Any] = {
+    "methods": str | list[str],
+    "datasets": str | list[str],
+    "seeds": int | str | list[int],
+    "splits": str | list[str] | None,
+    "preset": str,
+    "segmenter": dict[str, Any] | None,
+    "method_configs": dict[str, dict[str, Any]] | None,
+    "dataset_options": dict[str, dict[str, Any]] | None,
+    "supervisions": str | list[str] | None,
+    "annotation_costs": dict[str, float] | None,
 }
 
 
@@ -136,18 +137,22 @@ def load_config_file(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise BadInput(f"config file {path} must hold a mapping at the top level")
-    unknown = sorted(set(data) - CONFIG_FILE_KEYS)
+    unknown = sorted(set(map(str, data)) - set(CONFIG_FILE_KEYS))
     if unknown:
         raise BadInput(
             f"unknown key {unknown[0]!r} in {path}; valid: {', '.join(sorted(CONFIG_FILE_KEYS))}"
         )
+    for key, value in data.items():
+        if not matches(value, CONFIG_FILE_KEYS[key]):
+            hint = type_text(CONFIG_FILE_KEYS[key]).replace("dict", "mapping")
+            raise BadInput(f"{key} in {path} must be {hint} (got {value!r})")
     return data
 
 
 def matches(value: Any, hint: Any) -> bool:
     """Whether ``value`` is of the annotated type ``hint`` (``int``, ``float`` (ints too),
-    ``bool``, ``str``, ``None``, unions, ``tuple[...]``, ``dict``, ``list``, ``Literal``); other
-    annotations accept anything."""
+    ``bool``, ``str``, ``None``, unions, ``tuple[...]``, ``dict[K, V]``, ``list[T]`` (their
+    elements checked too), ``Literal``); other annotations (``Any``) accept anything."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return any(matches(value, a) for a in args)
@@ -166,8 +171,12 @@ def matches(value: Any, hint: Any) -> bool:
         if len(args) == 2 and args[1] is Ellipsis:
             return all(matches(v, args[0]) for v in value)
         return len(value) == len(args) and all(map(matches, value, args))
-    if origin in (dict, list):
-        return isinstance(value, origin if origin is dict else (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            matches(k, args[0]) and matches(v, args[1]) for k, v in value.items()
+        )
+    if origin is list:
+        return isinstance(value, (list, tuple)) and all(matches(v, args[0]) for v in value)
     return True
 
 

@@ -22,6 +22,7 @@ Importing this module loads no torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from owsbench.errors import BadInput
@@ -52,8 +53,11 @@ def relative_costs(overrides: Mapping[str, float] | None = None) -> dict[str, fl
             raise BadInput(
                 f"annotation_costs: unknown regime {regime!r}; valid: {', '.join(table)}"
             )
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise BadInput(f"annotation_costs.{regime} must be a number >= 0 (got {value!r})")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value < 0:
+            raise BadInput(
+                f"annotation_costs.{regime} must be a finite number >= 0 (got {value!r})"
+            )
         table[regime] = float(value)
     return table
 

@@ -270,8 +270,9 @@ def shares_segmenter(spec: MethodSpec) -> bool:
 
 def validate(config: RunConfig) -> list[MethodSpec]:
     """The method specs of ``config``; ``BadInput`` for unknown ids (methods, segmenters,
-    datasets, supervision regimes), a segmenter named for a trained method, ``--supervision``
-    without a post-hoc method, or a ``--splits`` split a dataset does not have."""
+    datasets, supervision regimes, keys of ``method_configs`` and ``dataset_options``), a
+    segmenter named for a trained method, ``--supervision`` without a post-hoc method, or a
+    ``--splits`` split a dataset does not have."""
     specs = [parse_method(m) for m in config.methods]
     for spec in specs:
         if "@" in spec.id and not shares_segmenter(spec):
@@ -284,6 +285,10 @@ def validate(config: RunConfig) -> list[MethodSpec]:
             "--supervision trains the segmenter of post-hoc methods; the methods given are "
             "trained methods with their own objective"
         )
+    for name in config.method_overrides:  # methods not in this run are fine; typos are not
+        METHODS.entry(name)
+    for name in config.dataset_options:
+        DATASETS.entry(name)
     for dataset_id in config.datasets:
         cls = DATASETS.get(dataset_id)
         for split in config.splits or ():

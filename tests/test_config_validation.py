@@ -23,7 +23,10 @@ from owsbench.segmenters.base import SegmenterConfig
         ({"steps": -5}, "segmenter.steps must be a positive integer (got -5)"),
         ({"lr": 0}, "segmenter.lr must be a number > 0 (got 0)"),
         ({"crop": [4, 64]}, "segmenter.crop must be a list of integers >= 8 or null (got (4, 64))"),
-        ({"validate_every": 0}, "segmenter.validate_every must be a positive integer or null (got 0)"),
+        (
+            {"validate_every": 0},
+            "segmenter.validate_every must be a positive integer or null (got 0)",
+        ),
     ],
 )
 def test_bad_segmenter_values_are_one_line_bad_input(overrides, message):
