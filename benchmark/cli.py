@@ -341,6 +341,54 @@ def data_check(dataset_id: str, data_root: Path | None, preset: str, progress: b
     click.echo("ok")
 
 
+@data.command("stats")
+@click.argument("dataset_id")
+@click.option("--split", "split_name", default="train", show_default=True)
+@click.option("--data-root", type=click.Path(path_type=Path), help="[$OWSBENCH_DATA]")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="[$OWSBENCH_CACHE]")
+@click.option("--preset", default="default", show_default=True)
+@click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
+def data_stats(
+    dataset_id: str,
+    split_name: str,
+    data_root: Path | None,
+    cache_dir: Path | None,
+    preset: str,
+    progress: bool,
+) -> None:
+    """Per-class pixel counts and frequencies of a split of DATASET_ID, with the class weights
+    each `segmenter: {class_weighting}` gives; counted once per dataset fingerprint and kept as
+    JSON under the cache dir (its path is printed)."""
+    from tabulate import tabulate
+
+    from owsbench.cache import user_cache_dir
+    from owsbench.catalog import DATASETS
+    from owsbench.config import get_preset
+    from owsbench.segmenters.base import SegmenterConfig
+    from owsbench.training.class_weights import WEIGHTINGS, cached_class_stats, class_weights
+
+    dataset = DATASETS.get(dataset_id)(_data_root(data_root), preset=get_preset(preset).name)
+    dataset.prepare(progress)
+    split = dataset.split(split_name)
+    stats, path, cached = cached_class_stats(
+        split, dataset.num_classes, dataset.fingerprint(), cache_dir or user_cache_dir(), progress
+    )
+    smooth = SegmenterConfig().class_smooth
+    weights = {m: class_weights(m, stats, smooth) for m in WEIGHTINGS if m != "none"}
+    rows = [
+        [name, stats.pixels[c], f"{100 * stats.frequencies()[c]:.3f}", stats.images[c]]
+        + [f"{w[c]:.3f}" for w in weights.values()]
+        for c, name in enumerate(dataset.class_names)
+    ]
+    headers = ["class", "pixels", "freq %", "frames", *(f"w {m}" for m in weights)]
+    click.echo(tabulate(rows, headers=headers, tablefmt="github"))
+    click.echo(
+        f"{dataset_id}/{split_name}: {stats.frames} frames, {stats.total} labelled pixels "
+        f"(void left out); w smoothed with class_smooth {smooth}; "
+        f"{'cached' if cached else 'written'}: {path}"
+    )
+
+
 @data.command("make")
 @click.argument("dataset_id", type=click.Choice(["cityscapes-cocopaste"]))
 @click.option(

@@ -11,7 +11,7 @@ them unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -32,7 +32,10 @@ class SegmenterConfig:
     void), ``points_per_object``, ``scribble_length`` (share of each skeleton kept, (0, 1]),
     ``scribble_thickness`` (pixels), ``box_inner_fraction`` (1 = full boxes; < 1 = Box^i, the
     band outside the centred inner box ignored) and ``weak_label_seed`` (the weak labels are
-    drawn once from it, the same for every training seed). ``grad_clip`` is the max L2 norm of
+    drawn once from it, the same for every training seed). ``class_weighting`` weighs the
+    cross-entropy of every supervision by class frequency (``none``, ``smoothed`` with
+    ``class_smooth``, ``median-frequency``, ``log``; ``owsbench.training.class_weights``).
+    ``grad_clip`` is the max L2 norm of
     the gradient (None: no clipping); ``validate_every`` logs the validation mIoU every that
     many steps when the training dataset declares a validation split (None: never).
     """
@@ -48,6 +51,8 @@ class SegmenterConfig:
     scribble_thickness: int = 1
     box_inner_fraction: float = 1.0
     weak_label_seed: int = 0
+    class_weighting: Literal["none", "smoothed", "median-frequency", "log"] = "none"
+    class_smooth: Annotated[float, Range(gt=0, le=1)] = 0.01
     steps: Annotated[int, Range(ge=1)] = 600
     batch_size: Annotated[int, Range(ge=1)] = 8
     lr: Annotated[float, Range(gt=0)] = 2e-3

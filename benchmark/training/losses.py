@@ -8,13 +8,20 @@ import torch.nn.functional as F
 from owsbench.datasets.base import VOID
 
 
-def semantic_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def semantic_ce(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy ``mean_{p: y_p != 255} -log softmax(z_p)_{y_p}`` (PyTorch's
-    ``cross_entropy`` with ``ignore_index=255``); 0 (still differentiable) when the batch has no
-    labelled pixel instead of NaN."""
-    if not (target != VOID).any():
+    ``cross_entropy`` with ``ignore_index=255``); with class weights ``w``,
+    ``sum_p w_{y_p} (-log softmax(z_p)_{y_p}) / sum_p w_{y_p}``. 0 (still differentiable) when
+    the batch has no labelled pixel (or only zero-weight ones) instead of NaN."""
+    labelled = target != VOID
+    if weight is not None:
+        weight = weight.to(logits)
+        labelled = labelled & (weight[target.clamp_max(len(weight) - 1)] > 0)
+    if not labelled.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, target, ignore_index=VOID)
+    return F.cross_entropy(logits, target, weight=weight, ignore_index=VOID)
 
 
 def masked_bce(logit: torch.Tensor, target: torch.Tensor, pos_weight: float) -> torch.Tensor:

@@ -8,6 +8,7 @@ from typing import Any
 from owsbench.datasets.base import Split
 from owsbench.methods.base import FitContext
 from owsbench.segmenters.base import Segmenter, SegmenterConfig
+from owsbench.training.class_weights import cached_class_stats, weight_tensor
 from owsbench.training.log import TrainLog
 from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.supervision import SegmenterSupervision
@@ -25,8 +26,19 @@ def run_supervised(
     """Train ``model`` on ``train`` with ``supervision`` (after its ``prepare``): AdamW,
     one-cycle schedule, the shared augmentation, data order and augmentation seeded by
     ``context.seed``; with ``context.validation`` and ``config.validate_every`` the validation
-    mIoU is logged periodically. Returns the log and the supervision's report; the model is
+    mIoU is logged periodically; with ``config.class_weighting`` every CE of the supervision is
+    weighted by class frequency over ``train`` (the weights join the report). Returns the log
+    and the supervision's report; the model is
     left in eval mode. ``label`` names the phase on the progress bar."""
+    report: dict[str, Any] = {}
+    if config.class_weighting != "none":
+        stats, _, _ = cached_class_stats(
+            train, model.num_classes, context.train_fingerprint,
+            context.cache_dir, context.progress,
+        )  # fmt: skip
+        weight = weight_tensor(config.class_weighting, stats, config.class_smooth)
+        supervision.set_class_weight(weight)
+        report["class_weights"] = [round(float(w), 6) for w in weight]
     supervision.prepare(train, context)
     validate = None
     validation = context.validation
@@ -48,4 +60,4 @@ def run_supervised(
     model.to(context.device).train()
     log = loop.run(model.parameters(), train, supervision)
     model.eval()
-    return log, supervision.report()
+    return log, {**report, **supervision.report()}

@@ -53,6 +53,11 @@ class SegmenterSupervision(Supervision):
     def __init__(self, model: Segmenter, config: SegmenterConfig) -> None:
         self.model = model
         self.config = config
+        self.class_weight: torch.Tensor | None = None  # of the CE (``class_weighting``)
+
+    def set_class_weight(self, weight: torch.Tensor | None) -> None:
+        """The class weights every cross-entropy of this supervision uses (None: unweighted)."""
+        self.class_weight = weight
 
     def prepare(self, train: Split, context: FitContext) -> None:
         """Runs once before the loop, with the split the loop trains on (default: nothing)."""
@@ -84,4 +89,4 @@ class FullSupervision(SegmenterSupervision):
 
     def output_losses(self, output: SegmenterOutput, batch: Batch) -> dict[str, torch.Tensor]:
         labels = labels_at(batch.labels, output.logits.shape[-2:])
-        return {"total": semantic_ce(output.logits, labels)}
+        return {"total": semantic_ce(output.logits, labels, self.class_weight)}

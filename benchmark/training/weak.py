@@ -112,6 +112,7 @@ class WeakPart(ABC):
         self.config = config
         self.num_classes = num_classes
         self.store: WeakLabels | None = None
+        self.class_weight: torch.Tensor | None = None  # of its CE, set by the supervision
 
     def prepare(  # noqa: B027 - optional hook
         self, model: Segmenter, train: Split, context: FitContext
@@ -186,7 +187,7 @@ class MapPart(WeakPart):
         """The frame's weak label map."""
 
     def loss(self, logits, labels, target) -> torch.Tensor:
-        return semantic_ce(logits, labels_at(labels, logits.shape[-2:]))
+        return semantic_ce(logits, labels_at(labels, logits.shape[-2:]), self.class_weight)
 
 
 class PointPart(MapPart):
@@ -316,6 +317,11 @@ class WeakSupervision(SegmenterSupervision):
     @classmethod
     def part_classes(cls, config: SegmenterConfig) -> tuple[type[WeakPart], ...]:
         return cls.alone
+
+    def set_class_weight(self, weight: torch.Tensor | None) -> None:
+        super().set_class_weight(weight)
+        for part in self.parts:
+            part.class_weight = weight
 
     def prepare(self, train: Split, context: FitContext) -> None:
         for part in self.parts:
