@@ -62,12 +62,13 @@ Deliberate deviations from the source code:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from owsbench.checks import Range
 from owsbench.datasets.base import VOID, Frame, Split
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, PosthocMethod, image_batch
@@ -191,18 +192,18 @@ class AnomalyHeadConfig(PasteFields):
     (``sigmoid``; same ranking); it only changes inference.
     """
 
-    steps: int = 150
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.1
-    crop: tuple[int, int] | None = (128, 128)
-    scale_range: tuple[float, float] = (0.75, 1.5)
+    steps: Annotated[int, Range(ge=1)] = 150
+    batch_size: Annotated[int, Range(ge=1)] = 8
+    lr: Annotated[float, Range(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Range(ge=0)] = 0.05
+    warmup_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1
+    crop: Annotated[tuple[int, int] | None, Range(ge=8, le=8192)] = (128, 128)
+    scale_range: Annotated[tuple[float, float], Range(gt=0, le=8)] = (0.75, 1.5)
     hflip: bool = True
-    color_jitter: float = 0.25
-    pos_weight: float = 10.0
-    hidden: tuple[int, ...] = (64, 32)
-    dropout: float = 0.1
+    color_jitter: Annotated[float, Range(ge=0, lt=1)] = 0.25
+    pos_weight: Annotated[float, Range(gt=0)] = 10.0
+    hidden: Annotated[tuple[int, ...], Range(ge=1, le=4096)] = (64, 32)
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.1
     score_output: str = "logit"
 
 
@@ -211,7 +212,7 @@ class HybridHeadConfig(AnomalyHeadConfig):
     """A hybrid head: the stats-only recipe plus the feature map and its projection width."""
 
     feature_layer: str = "decoder"
-    feature_dim: int = 32
+    feature_dim: Annotated[int, Range(ge=1, le=4096)] = 32
 
 
 class AnomalyHead(PosthocMethod):
@@ -232,10 +233,6 @@ class AnomalyHead(PosthocMethod):
         cfg = self.config
         if cfg.score_output not in ("logit", "probability"):
             raise BadInput(f"{self.name}: score_output must be 'logit' or 'probability'")
-        if cfg.steps < 1 or cfg.batch_size < 1:
-            raise BadInput(f"{self.name}: steps and batch_size must be >= 1")
-        if cfg.pos_weight <= 0:
-            raise BadInput(f"{self.name}: pos_weight must be positive")
         self.head: PixelAnomalyHead | None = None
 
     # -- pieces -----------------------------------------------------------------------------

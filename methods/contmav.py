@@ -68,11 +68,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
 
+from owsbench.checks import Range
 from owsbench.datasets.base import Frame, Split
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, Method, Prediction, image_batch
@@ -115,52 +116,70 @@ CONTMAV_PAPER: dict[str, Any] = {
 class ContMAVConfig:
     """ContMAV architecture, losses and training recipe (paper/code values in comments)."""
 
-    num_classes: int = 19  # known classes of the training set (Cityscapes: 19)
+    # known classes of the training set (Cityscapes: 19)
+    num_classes: Annotated[int, Range(ge=1, le=OUTLIER - 1)] = 19
     encoder: str = "resnet34"  # official: ResNet-34 layout with NonBottleneck1D blocks
-    decoder_channels: tuple[int, int, int] = (256, 128, 64)  # official (512, 256, 128)
-    decoder_blocks: int = 1  # NonBottleneck1D blocks per decoder module; official 3
-    context_bins: tuple[int, ...] = (1, 2, 4, 8)  # appm-1-2-4-8
+    # official (512, 256, 128)
+    decoder_channels: Annotated[tuple[int, int, int], Range(ge=1, le=2048)] = (256, 128, 64)
+    # NonBottleneck1D blocks per decoder module; official 3
+    decoder_blocks: Annotated[int, Range(ge=0, le=16)] = 1
+    context_bins: Annotated[tuple[int, ...], Range(ge=1, le=64)] = (1, 2, 4, 8)  # appm-1-2-4-8
     # training
-    steps: int = 600  # total optimisation steps (ignored when epochs is set)
-    epochs: int | None = None  # official 500 (paper preset): steps = epochs * ceil(N / batch)
-    epoch_steps: int | None = None  # steps per MAV epoch; None = one pass over the split
-    batch_size: int = 8  # official 8
-    lr: float = 1e-3  # peak lr; brief 0.004, official default 1e-4 (see module docstring)
-    weight_decay: float = 1e-4  # official 1e-4
-    warmup_fraction: float = 0.1  # official OneCycleLR pct_start 0.1
-    crop: tuple[int, int] | None = None  # (h, w); None = the frame size; official 512x1024
-    scale_range: tuple[float, float] = (0.75, 1.5)  # official (0.5, 2.0)
+    # total optimisation steps (ignored when epochs is set)
+    steps: Annotated[int, Range(ge=1)] = 600
+    # official 500 (paper preset): steps = epochs * ceil(N / batch)
+    epochs: Annotated[int | None, Range(ge=1)] = None
+    # steps per MAV epoch; None = one pass over the split
+    epoch_steps: Annotated[int | None, Range(ge=1)] = None
+    batch_size: Annotated[int, Range(ge=1)] = 8  # official 8
+    # peak lr; brief 0.004, official default 1e-4 (see module docstring)
+    lr: Annotated[float, Range(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Range(ge=0)] = 1e-4  # official 1e-4
+    warmup_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1  # official OneCycleLR pct_start 0.1
+    # (h, w); None = the frame size; official 512x1024
+    crop: Annotated[tuple[int, int] | None, Range(ge=8, le=8192)] = None
+    # official (0.5, 2.0)
+    scale_range: Annotated[tuple[float, float], Range(gt=0, le=8)] = (0.75, 1.5)
     hflip: bool = True
-    color_jitter: float = 0.25  # official: RandomHSV
+    color_jitter: Annotated[float, Range(ge=0, lt=1)] = 0.25  # official: RandomHSV
     # losses (official weights and constants)
     semantic_loss: str = "ce"  # "ce" (paper) | "focal" | "focal-dice" (contmav-focal*)
-    focal_gamma: float = 2.0  # smp FocalLoss gamma (Lin et al.: 2)
-    focal_alpha: float | None = None  # smp FocalLoss alpha (None = unweighted)
-    dice_weight: float = 1.0  # L_sem = focal + dice_weight * dice for "focal-dice"
-    w_sem: float = 0.9
-    w_obj: float = 0.5
-    w_feat: float = 0.1
-    w_con: float = 0.5
+    focal_gamma: Annotated[float, Range(ge=0)] = 2.0  # smp FocalLoss gamma (Lin et al.: 2)
+    # smp FocalLoss alpha (None = unweighted)
+    focal_alpha: Annotated[float | None, Range(ge=0, le=1)] = None
+    # L_sem = focal + dice_weight * dice for "focal-dice"
+    dice_weight: Annotated[float, Range(ge=0)] = 1.0
+    w_sem: Annotated[float, Range(ge=0)] = 0.9
+    w_obj: Annotated[float, Range(ge=0)] = 0.5
+    w_feat: Annotated[float, Range(ge=0)] = 0.1
+    w_con: Annotated[float, Range(ge=0)] = 0.5
     use_objectosphere: bool = True
     use_feature: bool = True
     use_contrastive: bool = True
-    xi: float = 1.0  # objectosphere radius (squared norm) for known pixels
-    unknown_weight: float = 10.0  # weight of the void term of the objectosphere loss
-    tau: float = 0.1  # contrastive temperature
-    var_floor: float = 0.1  # lower bound on a MAV variance where it divides (deviation)
+    xi: Annotated[float, Range(ge=0)] = 1.0  # objectosphere radius (squared norm) for known pixels
+    # weight of the void term of the objectosphere loss
+    unknown_weight: Annotated[float, Range(ge=0)] = 10.0
+    tau: Annotated[float, Range(gt=0)] = 0.1  # contrastive temperature
+    # lower bound on a MAV variance where it divides (deviation)
+    var_floor: Annotated[float, Range(ge=0)] = 0.1
     # staged recipe (off by default: the official recipe)
     init_from_ce: bool = False  # start from a cached cross-entropy-only fit (contmav_staged)
-    ce_steps: int | None = None  # steps of that fit; None = the main training's steps
-    min_tp_pixels: int = 0  # a class's mean enters L_f only with >= this many TP pixels
+    # steps of that fit; None = the main training's steps
+    ce_steps: Annotated[int | None, Range(ge=1)] = None
+    # a class's mean enters L_f only with >= this many TP pixels
+    min_tp_pixels: Annotated[int, Range(ge=0)] = 0
     # inference
-    radius: float = 1.0  # r of s_cont = relu(1 - ||f|| / r)
+    radius: Annotated[float, Range(gt=0)] = 1.0  # r of s_cont = relu(1 - ||f|| / r)
     gaussian: str = "per-dim"  # "per-dim" g_c^(1/D) | "official" g_c (see unknown_score)
     score: str = "unknown"  # anomaly map: "unknown" | "semantic" | "contrastive"
-    threshold: float = 0.6  # official unknown threshold delta: discovery groups s_unk > delta
+    # official unknown threshold delta: discovery groups s_unk > delta
+    threshold: Annotated[float, Range(ge=0, le=1)] = 0.6
     # novel-class discovery (test_ow, owsbench.methods.nn.discovery): extras["novel_class"]
     discovery: bool = False
-    discovery_distance: float = 0.5  # official: matching radius and clustering threshold
-    discovery_max_pixels: int = 2000  # unknown pixels clustered per image (deviation)
+    # official: matching radius and clustering threshold
+    discovery_distance: Annotated[float, Range(gt=0)] = 0.5
+    # unknown pixels clustered per image (deviation)
+    discovery_max_pixels: Annotated[int, Range(ge=2, le=10_000)] = 2000
 
 
 class ContMAV(Method):

@@ -42,8 +42,9 @@ only (recorded in ``fit_report``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
+from owsbench.checks import Range
 from owsbench.datasets.base import Split
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext
@@ -53,38 +54,41 @@ from owsbench.methods.nn.outlier_exposure import PasteFields
 from owsbench.methods.nn.region_pretraining import PretrainConfig, pretrain_encoder
 from owsbench.methods.nn.synco import DIRECTIONS, SynCoConfig
 
+Counts = tuple[int, int, int, int, int, int]  # SynCo's n1..n6
+
 
 @dataclass(frozen=True)
 class ContMAVInfoNCEConfig(PasteFields, ContMAVConfig):
     """ContMAV's config plus the crop bank, the contrastive phase and SynCo (flattened)."""
 
-    paste_probability: float = 1.0  # every training frame gets pastes (crops only; see above)
+    # every training frame gets pastes (crops only; see above)
+    paste_probability: Annotated[float, Range(ge=0, le=1)] = 1.0
     # crop bank (CropConfig)
-    crop_size: int = 32
-    crops_known_per_frame: int = 4
-    crops_unknown_per_frame: int = 2
-    crop_min_known_fraction: float = 0.5
-    crop_min_unknown_fraction: float = 0.3
+    crop_size: Annotated[int, Range(ge=32, le=512)] = 32
+    crops_known_per_frame: Annotated[int, Range(ge=0, le=64)] = 4
+    crops_unknown_per_frame: Annotated[int, Range(ge=0, le=64)] = 2
+    crop_min_known_fraction: Annotated[float, Range(ge=0, le=1)] = 0.5
+    crop_min_unknown_fraction: Annotated[float, Range(ge=0, le=1)] = 0.3
     # contrastive phase (PretrainConfig)
-    pretrain_steps: int | None = None  # None = ContMAV's ``steps``
-    pretrain_batch_size: int = 32
-    pretrain_lr: float = 0.03
-    pretrain_weight_decay: float = 1e-4
-    key_momentum: float = 0.99
-    queue_size: int = 4096
-    temperature: float = 0.2
-    projection_dim: int = 128
+    pretrain_steps: Annotated[int | None, Range(ge=1)] = None  # None = ContMAV's ``steps``
+    pretrain_batch_size: Annotated[int, Range(ge=1)] = 32
+    pretrain_lr: Annotated[float, Range(gt=0)] = 0.03
+    pretrain_weight_decay: Annotated[float, Range(ge=0)] = 1e-4
+    key_momentum: Annotated[float, Range(ge=0, lt=1)] = 0.99
+    queue_size: Annotated[int, Range(ge=1, le=262_144)] = 4096
+    temperature: Annotated[float, Range(gt=0)] = 0.2
+    projection_dim: Annotated[int, Range(ge=1, le=1024)] = 128
     # SynCo (SynCoConfig; counts = n1..n6)
     synco: bool = False
     synco_direction: str = "both"
-    synco_warmup_fraction: float = 0.05
-    synco_n_hard: int = 1024
-    synco_counts: tuple[int, int, int, int, int, int] = (256, 256, 256, 64, 64, 64)
-    synco_alpha_max: float = 0.5
-    synco_beta_max: float = 1.5
-    synco_sigma: float = 0.01
-    synco_delta: float = 0.01
-    synco_eta: float = 0.01
+    synco_warmup_fraction: Annotated[float, Range(ge=0, le=1)] = 0.05
+    synco_n_hard: Annotated[int, Range(ge=1, le=262_144)] = 1024
+    synco_counts: Annotated[Counts, Range(ge=0, le=4096)] = (256, 256, 256, 64, 64, 64)
+    synco_alpha_max: Annotated[float, Range(ge=0, le=1)] = 0.5
+    synco_beta_max: Annotated[float, Range(ge=1)] = 1.5
+    synco_sigma: Annotated[float, Range(ge=0)] = 0.01
+    synco_delta: Annotated[float, Range(ge=0)] = 0.01
+    synco_eta: Annotated[float, Range(ge=0)] = 0.01
 
     def crop_config(self) -> CropConfig:
         return CropConfig(

@@ -89,7 +89,7 @@ fusions on validation AP is owsbench's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import segmentation_models_pytorch as smp
@@ -97,6 +97,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from owsbench.checks import Range
 from owsbench.datasets.base import VOID, Frame, Split
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, Prediction, image_batch, iter_batches
@@ -127,18 +128,23 @@ class ContMAVTruForConfig(PasteFields, ContMAVConfig):
     fusion."""
 
     # decoder A (TruFor phase 2: 0.3 CE_w + 0.7 BinaryDice, CE weights [0.5, 2.5])
-    w_anomaly: float = 1.0  # weight of A's loss against ContMAV's total
-    anomaly_ce_weight: float = 0.3
-    anomaly_dice_weight: float = 0.7
-    anomaly_class_weights: tuple[float, float] = (0.5, 2.5)  # (inlier, anomaly)
+    w_anomaly: Annotated[float, Range(ge=0)] = 1.0  # weight of A's loss against ContMAV's total
+    anomaly_ce_weight: Annotated[float, Range(ge=0)] = 0.3
+    anomaly_dice_weight: Annotated[float, Range(ge=0)] = 0.7
+    # (inlier, anomaly)
+    anomaly_class_weights: Annotated[tuple[float, float], Range(ge=0)] = (0.5, 2.5)
     # decoder B (TruFor phase 3: MSE to TCP away from boundaries)
-    confidence_steps: int | None = None  # None = a quarter of phase 1's steps
-    confidence_lr: float = 1e-3  # peak of the one-cycle schedule
-    erosion: int = 5  # odd kernel size; TruFor 15 at 512x512
-    dilation: int = 3  # odd kernel size; TruFor 11 at 512x512
+    # None = a quarter of phase 1's steps
+    confidence_steps: Annotated[int | None, Range(ge=0)] = None
+    confidence_lr: Annotated[float, Range(gt=0)] = 1e-3  # peak of the one-cycle schedule
+    # odd kernel size; TruFor 15 at 512x512
+    erosion: Annotated[int, Range(ge=1, le=255, odd=True)] = 5
+    # odd kernel size; TruFor 11 at 512x512
+    dilation: Annotated[int, Range(ge=1, le=255, odd=True)] = 3
     # fusion (inference-only; "auto" = the fit's choice on validation AP)
     fusion: str = AUTO
-    validation_frames: int | None = None  # validation frames scored for "auto"; None = all
+    # validation frames scored for "auto"; None = all
+    validation_frames: Annotated[int | None, Range(ge=1)] = None
 
 
 class ContMAVTruForNet(ContMAVNet):
@@ -294,8 +300,6 @@ class ContMAVTruFor(ContMAV):
             size = getattr(cfg, field)
             if size < 1 or size % 2 == 0:
                 raise BadInput(f"{self.name}: {field} must be an odd size >= 1, got {size}")
-        if cfg.confidence_steps is not None and cfg.confidence_steps < 0:
-            raise BadInput(f"{self.name}: confidence_steps must be >= 0")
         self.anomaly_loss = AnomalyLoss(tuple(cfg.anomaly_class_weights))
         self.auto_fusion = FALLBACK
         self.fusion_ap: dict[str, float] = {}

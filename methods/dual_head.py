@@ -45,7 +45,7 @@ not COCO objects; random init instead of ImageNet weights (offline, CPU budget).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import segmentation_models_pytorch as smp
@@ -53,6 +53,7 @@ import torch
 from segmentation_models_pytorch.base.modules import Conv2dReLU
 from torch import nn
 
+from owsbench.checks import Range
 from owsbench.datasets.base import Frame, Split
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, Method, Prediction
@@ -75,25 +76,29 @@ from owsbench.training.supervision import Supervision
 class DualHeadConfig(PasteFields):
     """Architecture, outlier exposure, losses and training recipe (hashed into the fit key)."""
 
-    num_classes: int = 19  # known classes of the training set (Cityscapes trainIds: 19)
+    # known classes of the training set (Cityscapes trainIds: 19)
+    num_classes: Annotated[int, Range(ge=1, le=OUTLIER - 1)] = 19
     arch: str = "deeplabv3plus"
     encoder: str = "resnet18"
     weights_path: str | None = None  # local state_dict of the segmenter; never downloaded
-    anomaly_head_channels: int = 64  # hidden width of the anomaly head; 0 = linear 1x1 head
-    input_scale: float = 1.0  # images are resized by this factor before the network
+    # hidden width of the anomaly head; 0 = linear 1x1 head
+    anomaly_head_channels: Annotated[int, Range(ge=0, le=4096)] = 64
+    # images are resized by this factor before the network
+    input_scale: Annotated[float, Range(gt=0, le=4)] = 1.0
     # training (names as SegmenterConfig's, so presets size them)
-    steps: int = 600
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.1
-    crop: tuple[int, int] | None = None  # (h, w); None = the frame size
-    scale_range: tuple[float, float] = (0.75, 1.5)
+    steps: Annotated[int, Range(ge=1)] = 600
+    batch_size: Annotated[int, Range(ge=1)] = 8
+    lr: Annotated[float, Range(gt=0)] = 2e-3
+    weight_decay: Annotated[float, Range(ge=0)] = 1e-4
+    warmup_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1
+    # (h, w); None = the frame size
+    crop: Annotated[tuple[int, int] | None, Range(ge=8, le=8192)] = None
+    scale_range: Annotated[tuple[float, float], Range(gt=0, le=8)] = (0.75, 1.5)
     hflip: bool = True
-    color_jitter: float = 0.25
+    color_jitter: Annotated[float, Range(ge=0, lt=1)] = 0.25
     # losses
-    anomaly_weight: float = 1.0  # w_anom
-    pos_weight: float = 10.0  # BCE weight of anomaly pixels (section 7: 10)
+    anomaly_weight: Annotated[float, Range(ge=0)] = 1.0  # w_anom
+    pos_weight: Annotated[float, Range(gt=0)] = 10.0  # BCE weight of anomaly pixels (section 7: 10)
 
     def segmenter_config(self) -> SegmenterConfig:
         return SegmenterConfig(
@@ -173,8 +178,6 @@ class DualHead(Method):
                 "dual-head: anomaly_head_channels and anomaly_weight must be >= 0 and "
                 "pos_weight > 0"
             )
-        if not 1 <= cfg.num_classes < OUTLIER:
-            raise BadInput(f"dual-head: num_classes must be 1..{OUTLIER - 1}")
         self.model = DualHeadNet(cfg).eval()
 
     def losses(

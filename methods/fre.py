@@ -39,12 +39,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from owsbench.checks import Range
 from owsbench.datasets.base import Split
 from owsbench.errors import BadInput
 from owsbench.methods.base import (
@@ -157,9 +158,9 @@ class FRE(PosthocMethod):
         """
 
         layers: tuple[str, ...] = ("decoder",)
-        variance: float = 0.97
-        max_pixels: int = 200_000
-        stat_batch_size: int = 8
+        variance: Annotated[float, Range(gt=0, lt=1)] = 0.97
+        max_pixels: Annotated[int, Range(ge=1, le=1_000_000)] = 200_000
+        stat_batch_size: Annotated[int, Range(ge=1, le=4096)] = 8
 
     name = "fre"
     summary = "feature reconstruction error of a per-pixel PCA subspace of segmenter features"
@@ -170,8 +171,6 @@ class FRE(PosthocMethod):
         cfg = self.config
         if not cfg.layers:
             raise BadInput("fre: layers must name at least one feature map")
-        if not 0.0 < cfg.variance < 1.0:
-            raise BadInput(f"fre: variance must be in (0, 1), got {cfg.variance}")
         if cfg.max_pixels < 1 or cfg.stat_batch_size < 1:
             raise BadInput("fre: max_pixels and stat_batch_size must be >= 1")
         # per layer: {"mean": (C,), "components": (k, C)} float32 on the CPU

@@ -21,10 +21,11 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 
+from owsbench.checks import Range
 from owsbench.methods.base import PosthocMethod
 from owsbench.segmenters.base import SegmenterOutput
 
@@ -126,7 +127,7 @@ class Energy(LogitScore):
     class Config:
         """``temperature``: the ``T`` of the energy (``T = 1`` in the paper's detector)."""
 
-        temperature: float = 1.0
+        temperature: Annotated[float, Range(gt=0)] = 1.0
 
     name = "energy"
     summary = "free energy: -T logsumexp(z / T)"

@@ -62,8 +62,8 @@ class SegmenterConfig:
     grad_clip: Annotated[float | None, Range(gt=0)] = None
     validate_every: Annotated[int | None, Range(ge=1)] = None
     # training crop (h, w); None = the frame size
-    crop: Annotated[tuple[int, int] | None, Range(ge=8)] = None
-    scale_range: Annotated[tuple[float, float], Range(gt=0)] = (0.75, 1.5)
+    crop: Annotated[tuple[int, int] | None, Range(ge=8, le=8192)] = None
+    scale_range: Annotated[tuple[float, float], Range(gt=0, le=8)] = (0.75, 1.5)
     hflip: bool = True
     # max relative change of brightness and contrast
     color_jitter: Annotated[float, Range(ge=0, lt=1)] = 0.25

@@ -22,7 +22,10 @@ from owsbench.segmenters.base import SegmenterConfig
         ({"scale_range": [1, 2, 3]}, "segmenter.scale_range must be tuple[float, float]"),
         ({"steps": -5}, "segmenter.steps must be a positive integer (got -5)"),
         ({"lr": 0}, "segmenter.lr must be a number > 0 (got 0)"),
-        ({"crop": [4, 64]}, "segmenter.crop must be a list of integers >= 8 or null (got (4, 64))"),
+        (
+            {"crop": [4, 64]},
+            "segmenter.crop must be a list of integers in [8, 8192] or null (got (4, 64))",
+        ),
         (
             {"validate_every": 0},
             "segmenter.validate_every must be a positive integer or null (got 0)",

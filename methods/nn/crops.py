@@ -27,11 +27,13 @@ import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from owsbench.cache import atomic_write_bytes, content_hash
+from owsbench.checks import Range
 from owsbench.datasets.base import VOID, Split
 from owsbench.errors import BadInput
 from owsbench.methods.nn.outlier_exposure import OUTLIER, PasteConfig, paste_outliers
@@ -44,12 +46,12 @@ CROP_VERSION = 1  # bump when the sampling changes, so cached banks are rebuilt
 class CropConfig:
     """How crops are sampled (see the module docstring)."""
 
-    size: int = 32
-    known_per_frame: int = 4
-    unknown_per_frame: int = 2
-    min_known_fraction: float = 0.5
-    min_unknown_fraction: float = 0.3
-    attempts: int = 16
+    size: Annotated[int, Range(ge=1, le=512)] = 32
+    known_per_frame: Annotated[int, Range(ge=0, le=64)] = 4
+    unknown_per_frame: Annotated[int, Range(ge=0, le=64)] = 2
+    min_known_fraction: Annotated[float, Range(ge=0, le=1)] = 0.5
+    min_unknown_fraction: Annotated[float, Range(ge=0, le=1)] = 0.3
+    attempts: Annotated[int, Range(ge=1, le=1024)] = 16
 
 
 @dataclass

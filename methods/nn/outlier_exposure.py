@@ -16,10 +16,12 @@ void) and the anomaly target (paste 1, known 0, void and padding 255 = ignored).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 
+from owsbench.checks import Range
 from owsbench.datasets.base import VOID, Frame
 from owsbench.datasets.paste import ground_placement, paste_object
 from owsbench.errors import BadInput
@@ -32,9 +34,11 @@ OUTLIER = 254  # label of pasted pixels inside a training batch (before split_ou
 class PasteConfig:
     """How many objects go into a training frame, and how large they are."""
 
-    probability: float = 0.5  # chance that a frame receives pastes at all
-    max_objects: int = 2  # 1..max_objects objects per pasted frame
-    size_range: tuple[float, float] = (0.3, 0.9)  # object height in camera heights (see paste)
+    # chance that a frame receives pastes at all
+    probability: Annotated[float, Range(ge=0, le=1)] = 0.5
+    max_objects: Annotated[int, Range(ge=1, le=64)] = 2  # 1..max_objects objects per pasted frame
+    # object height in camera heights (see paste)
+    size_range: Annotated[tuple[float, float], Range(gt=0, le=4)] = (0.3, 0.9)
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,12 @@ class PasteFields:
     """The ``PasteConfig`` as flat fields of a method's config (``paste_*``), so run configs set
     them like any other option; ``paste_config()`` gathers them."""
 
-    paste_probability: float = 0.5  # chance that a training frame receives pastes
-    paste_max_objects: int = 2  # 1..paste_max_objects objects per pasted frame
-    paste_size_range: tuple[float, float] = (0.3, 0.9)  # object height in camera heights
+    # chance that a training frame receives pastes
+    paste_probability: Annotated[float, Range(ge=0, le=1)] = 0.5
+    # 1..paste_max_objects objects per pasted frame
+    paste_max_objects: Annotated[int, Range(ge=1, le=64)] = 2
+    # object height in camera heights
+    paste_size_range: Annotated[tuple[float, float], Range(gt=0, le=4)] = (0.3, 0.9)
 
     def paste_config(self) -> PasteConfig:
         return PasteConfig(

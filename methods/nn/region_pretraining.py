@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from owsbench.checks import Range
 from owsbench.methods.nn.crops import UNKNOWN, CropBank
 from owsbench.methods.nn.infonce import LabelledQueue, infonce_loss
 from owsbench.methods.nn.synco import SynCoConfig, directional_negatives
@@ -48,21 +50,22 @@ from owsbench.training.supervision import Supervision
 class PretrainConfig:
     """The contrastive phase's recipe (official MoCo v2 / SynCo values in comments)."""
 
-    steps: int = 500
-    batch_size: int = 32  # official 256
-    lr: float = 0.03  # official SGD 0.03, momentum 0.9, wd 1e-4, cosine
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.05
-    key_momentum: float = 0.99  # official 0.999
-    queue_size: int = 4096  # official 65536
-    temperature: float = 0.2  # official 0.07 (MoCo v1) / 0.2 (the SynCo README run)
-    projection_dim: int = 128
-    view_area: tuple[float, float] = (0.4, 1.0)
-    color_jitter: float = 0.4
+    steps: Annotated[int, Range(ge=1)] = 500
+    batch_size: Annotated[int, Range(ge=1)] = 32  # official 256
+    lr: Annotated[float, Range(gt=0)] = 0.03  # official SGD 0.03, momentum 0.9, wd 1e-4, cosine
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Range(ge=0)] = 1e-4
+    warmup_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.05
+    key_momentum: Annotated[float, Range(ge=0, lt=1)] = 0.99  # official 0.999
+    queue_size: Annotated[int, Range(ge=1, le=262_144)] = 4096  # official 65536
+    # official 0.07 (MoCo v1) / 0.2 (the SynCo README run)
+    temperature: Annotated[float, Range(gt=0)] = 0.2
+    projection_dim: Annotated[int, Range(ge=1, le=1024)] = 128
+    view_area: Annotated[tuple[float, float], Range(gt=0, le=1)] = (0.4, 1.0)
+    color_jitter: Annotated[float, Range(ge=0, lt=1)] = 0.4
     synco: SynCoConfig | None = None  # None: plain InfoNCE
     synco_direction: str = "both"
-    synco_warmup_fraction: float = 0.05  # official 10 of 200 epochs
+    synco_warmup_fraction: Annotated[float, Range(ge=0, le=1)] = 0.05  # official 10 of 200 epochs
 
 
 class CropEmbedder(nn.Module):

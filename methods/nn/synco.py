@@ -35,10 +35,12 @@ caller.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
+from owsbench.checks import Range
 from owsbench.methods.nn.crops import UNKNOWN
 
 DIRECTIONS = ("known-anchors", "unknown-anchors", "both")
@@ -48,19 +50,19 @@ DIRECTIONS = ("known-anchors", "unknown-anchors", "both")
 class SynCoConfig:
     """Pool size, per-type counts and operator parameters (official defaults)."""
 
-    n_hard: int = 1024
-    n1: int = 256
-    n2: int = 256
-    n3: int = 256
-    n4: int = 64
-    n5: int = 64
-    n6: int = 64
-    alpha_max: float = 0.5
-    beta_max: float = 1.5
-    gamma_max: float = 1.0
-    sigma: float = 0.01
-    delta: float = 0.01
-    eta: float = 0.01
+    n_hard: Annotated[int, Range(ge=1, le=262_144)] = 1024
+    n1: Annotated[int, Range(ge=0, le=4096)] = 256
+    n2: Annotated[int, Range(ge=0, le=4096)] = 256
+    n3: Annotated[int, Range(ge=0, le=4096)] = 256
+    n4: Annotated[int, Range(ge=0, le=4096)] = 64
+    n5: Annotated[int, Range(ge=0, le=4096)] = 64
+    n6: Annotated[int, Range(ge=0, le=4096)] = 64
+    alpha_max: Annotated[float, Range(ge=0, le=1)] = 0.5
+    beta_max: Annotated[float, Range(ge=1)] = 1.5
+    gamma_max: Annotated[float, Range(ge=0, le=1)] = 1.0
+    sigma: Annotated[float, Range(ge=0)] = 0.01
+    delta: Annotated[float, Range(ge=0)] = 0.01
+    eta: Annotated[float, Range(ge=0)] = 0.01
 
     @property
     def total(self) -> int:
