@@ -27,8 +27,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,6 +65,7 @@ from owsbench.plan import (
 from owsbench.results import ResultsStore
 from owsbench.rows import Artifacts, build_row, environment, method_label_of, row_id, row_key
 from owsbench.score_eval import component_metrics
+from owsbench.training.reward_tuning import tune_segmenter
 from owsbench.training.segmenter import train_segmenter
 
 
@@ -135,20 +137,44 @@ def fit_context(
 
 
 def fit_segmenter(ctx: JobContext, plan: SegmenterPlan) -> tuple[torch.nn.Module, Fit]:
-    """The group's segmenter, trained on the train split (seeded) or loaded from the cache."""
+    """The group's segmenter, trained on the train split (seeded) or loaded from the cache.
+    With ``reward_tuning`` it is its MLE fit (the same config without it, cached on its own)
+    tuned on the reward; the tuned fit's recipe holds the MLE checkpoint's sha256."""
     cls = SEGMENTERS.get(plan.id)
     config = build_config(cls.Config(), plan.overrides, plan.config, "segmenter")
-    num_classes = ctx.train.num_classes
+    recipe = dict(plan.fit.recipe)
+    phase: Callable = train_segmenter
+    if config.reward_tuning is not None:
+        mle = dataclasses.replace(config, reward_tuning=None)
+        mle_recipe = {**recipe, "config": jsonable(dataclasses.asdict(mle))}
+        _, parent = fit_segmenter_config(ctx, plan.fit.kind, mle, mle_recipe, cls, phase)
+        recipe["mle_sha256"] = parent.meta["sha256"]
+        phase = partial(tune_from, parent)
+    model, fit = fit_segmenter_config(ctx, plan.fit.kind, config, recipe, cls, phase)
+    return model.to(ctx.device).eval(), fit
+
+
+def tune_from(parent: Fit, model: torch.nn.Module, *args: Any) -> tuple[Any, dict[str, Any]]:
+    """The reward-tuning phase (``tune_segmenter(model, train, config, context)``) on ``model``
+    loaded with the MLE ``parent`` fit."""
+    model.load_state_dict(parent.state)
+    return tune_segmenter(model, *args)
+
+
+def fit_segmenter_config(
+    ctx: JobContext, kind: str, config: Any, recipe: dict[str, Any], cls: type, phase: Callable
+) -> tuple[torch.nn.Module, Fit]:
+    """The model of the cached fit of ``(kind, recipe)``, or of ``phase(model, train, config,
+    context)`` on a model built from ``config`` (torch seeded with the job's seed)."""
 
     def train(model: torch.nn.Module) -> dict[str, Any]:
-        log, report = train_segmenter(model, ctx.train.split("train"), config, ctx.fit_context)
+        log, report = phase(model, ctx.train.split("train"), config, ctx.fit_context)
         return {**log.meta(), **({"report": report} if report else {})}
 
     def build() -> torch.nn.Module:
-        return cls(config, num_classes)
+        return cls(config, ctx.train.num_classes)
 
-    model, fit = fit_or_load(ctx.cache, plan.fit.kind, plan.fit.recipe, build, train, ctx.job.seed)
-    return model.to(ctx.device).eval(), fit
+    return fit_or_load(ctx.cache, kind, recipe, build, train, ctx.job.seed)
 
 
 def fit_method(

@@ -311,7 +311,26 @@ def segmenter_overrides(
     merged = cls.Config()
     for layer in layers:
         merged = apply_overrides(merged, layer, "segmenter")
-    return {k: v for layer in layers for k, v in layer.items()}, merged
+    overrides = {k: v for layer in layers for k, v in layer.items()}
+    if merged.reward_tuning is not None:  # stored whole, so its defaults are in the fit key
+        overrides["reward_tuning"] = reward_tuning(merged.reward_tuning, segmenter_id)
+        merged = dataclasses.replace(merged, reward_tuning=overrides["reward_tuning"])
+    return overrides, merged
+
+
+def reward_tuning(values: dict[str, Any], segmenter_id: str) -> dict[str, Any]:
+    """Every field of the ``segmenter.reward_tuning`` stage (``values`` over the defaults of
+    ``RewardConfig``); ``BadInput`` for a value out of its type or range, or a reward a
+    segmenter cannot be tuned on (``anomaly-ap``: segmenters have no anomaly map)."""
+    from owsbench.training.reward import RewardConfig
+
+    tuning = apply_overrides(RewardConfig(), values, "segmenter.reward_tuning")
+    if tuning.reward == "anomaly-ap":
+        raise BadInput(
+            f"segmenter.reward_tuning.reward anomaly-ap needs a model with an anomaly output; "
+            f"segmenter {segmenter_id} has none (use miou, pixel-accuracy or class-weighted-miou)"
+        )
+    return dataclasses.asdict(tuning)
 
 
 def segmenter_config(config: RunConfig, segmenter_id: str, supervision: str | None = None) -> Any:

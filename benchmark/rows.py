@@ -104,8 +104,10 @@ def method_label_of(method_id: str, supervision: str) -> str:
 
 def method_label(row: dict[str, Any]) -> str:
     """How tables and figures name the row's method (:func:`method_label_of` of its id and
-    regime)."""
-    return method_label_of(row["method"], row_supervision(row))
+    regime), with ``[reward R]`` when its segmenter was reward-tuned on reward ``R``."""
+    label = method_label_of(row["method"], row_supervision(row))
+    tuning = (row.get("segmenter_config") or {}).get("reward_tuning")
+    return f"{label} [reward {tuning['reward']}]" if tuning else label
 
 
 def row_key(row: dict[str, Any]) -> tuple:

@@ -11,7 +11,7 @@ them unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -53,6 +53,8 @@ class SegmenterConfig:
     weak_label_seed: int = 0
     class_weighting: Literal["none", "smoothed", "median-frequency", "log"] = "none"
     class_smooth: Annotated[float, Range(gt=0, le=1)] = 0.01
+    # a REINFORCE stage after the MLE fit (owsbench.training.reward.RewardConfig's fields)
+    reward_tuning: dict[str, Any] | None = None
     steps: Annotated[int, Range(ge=1)] = 600
     batch_size: Annotated[int, Range(ge=1)] = 8
     lr: Annotated[float, Range(gt=0)] = 2e-3

@@ -8,21 +8,10 @@ import sys
 from pathlib import Path
 
 from dataset_fixtures import make_cityscapes_tree
-from fixtures_bdd_coco import make_bdd_tree, make_coco_tree
-from fixtures_fishy_laf import (
-    make_fishyscapes_laf_tree,
-    make_fishyscapes_static_tree,
-    make_lostandfound_tree,
-)
-from fixtures_streethazards_smiyc import (
-    make_road_anomaly_tree,
-    make_smiyc_tree,
-    make_streethazards_tree,
-)
-from test_oxford_pet import make_pet_tree
+from fixtures_every import make_every_tree
+from fixtures_streethazards_smiyc import make_road_anomaly_tree
 
 from owsbench.catalog import DATASETS
-from owsbench.datasets.cocopaste import generate
 
 SEMANTIC_ONLY = {"cityscapes", "oxford-pet"}
 ANOMALY_ONLY = {
@@ -36,18 +25,7 @@ ANOMALY_ONLY = {
 
 
 def test_every_dataset_runs_end_to_end(tmp_path: Path):
-    root = tmp_path / "data"
-    cityscapes = make_cityscapes_tree(root)
-    make_lostandfound_tree(root)
-    make_fishyscapes_laf_tree(root)
-    make_fishyscapes_static_tree(root)
-    make_streethazards_tree(root)
-    make_smiyc_tree(root, "anomaly")
-    make_smiyc_tree(root, "obstacle")
-    make_road_anomaly_tree(root)
-    make_bdd_tree(root)
-    make_pet_tree(root / "oxford-pet")
-    generate(cityscapes, make_coco_tree(tmp_path), root, split="val", seed=0, progress=False)
+    root = make_every_tree(tmp_path / "data", tmp_path)
     real = [d for d in DATASETS.ids() if d != "synthstreets"]
     config = tmp_path / "tiny.yaml"
     config.write_text("segmenter: {steps: 2, batch_size: 2}\n")

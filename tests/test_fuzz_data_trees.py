@@ -10,24 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dataset_fixtures import make_cityscapes_tree
-from fixtures_bdd_coco import make_bdd_tree, make_coco_tree
-from fixtures_fishy_laf import (
-    make_fishyscapes_laf_tree,
-    make_fishyscapes_static_tree,
-    make_lostandfound_tree,
-)
-from fixtures_streethazards_smiyc import (
-    make_road_anomaly_tree,
-    make_smiyc_tree,
-    make_streethazards_tree,
-)
+from fixtures_every import make_every_tree
 from PIL import Image
-from test_oxford_pet import make_pet_tree
 
 from owsbench.catalog import DATASETS
 from owsbench.cli import main
-from owsbench.datasets.cocopaste import generate
 from owsbench.errors import BadInput
 
 FILE_DATASETS = [d for d in DATASETS.ids() if d != "synthstreets"]
@@ -38,19 +25,7 @@ DAMAGES = ("truncate", "wrong mode", "junk", "delete", "symlink out")
 def pristine(tmp_path_factory):
     """Every fixture tree under one data root (built once; each case damages a copy)."""
     base = tmp_path_factory.mktemp("pristine")
-    root = base / "data"
-    cityscapes = make_cityscapes_tree(root)
-    make_lostandfound_tree(root)
-    make_fishyscapes_laf_tree(root)
-    make_fishyscapes_static_tree(root)
-    make_streethazards_tree(root)
-    make_smiyc_tree(root, "anomaly")
-    make_smiyc_tree(root, "obstacle")
-    make_road_anomaly_tree(root)
-    make_bdd_tree(root)
-    make_pet_tree(root / "oxford-pet")
-    generate(cityscapes, make_coco_tree(base), root, split="val", seed=0, progress=False)
-    return root
+    return make_every_tree(base / "data", base)
 
 
 def candidates(root: Path, dataset_id: str) -> list[Path]:
