@@ -48,10 +48,12 @@ def save_samples(out: Path, dataset: str, split: str, seed: int, arrays: dict) -
 
 
 def save_training_log(out: Path, fit: Fit) -> str | None:
-    """The fit's loss curve, when it has one (statistics-only fits have none)."""
+    """The fit's training curve, when it has one (statistics-only fits have none): loss and lr
+    per step, the named loss terms (``scalars``) and validation records when the fit has them."""
     if "train_loss" not in fit.meta:
         return None
     relative = f"training/{fit.meta['kind']}-{fit.meta['sha256'][:16]}.json"
     log = {k: fit.meta[k] for k in ("kind", "train_loss", "lr", "fit_seconds", "recipe")}
+    log.update({k: fit.meta[k] for k in ("scalars", "validation") if k in fit.meta})
     atomic_write_text(Path(out) / relative, json.dumps(log))
     return relative

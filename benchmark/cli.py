@@ -462,8 +462,14 @@ def data_make(
     help="x axis of the cost-vs-mIoU figure: relative effort or published seconds per image.",
 )
 @click.option("--out", type=click.Path(path_type=Path), help="Where to write (default: first DIR).")
+@click.option("--smoothing", type=float, default=0.6, show_default=True, help="EMA weight [0, 1).")
 def report(
-    run_dirs: tuple[Path, ...], formats: str, figures: bool, cost_model: str, out: Path | None
+    run_dirs: tuple[Path, ...],
+    formats: str,
+    figures: bool,
+    cost_model: str,
+    out: Path | None,
+    smoothing: float,
 ) -> None:
     """Rebuild the leaderboard from one or more run folders' results.jsonl.
 
@@ -471,8 +477,10 @@ def report(
     (leaderboard.md), csv (leaderboard.csv), latex (leaderboard.tex), html (report.html, one
     self-contained page with the figures). Figures go to figures/ in the output folder.
     """
+    from owsbench.curves import check_smoothing
     from owsbench.report import load_runs, markdown, parse_formats, write_leaderboard
 
+    check_smoothing(smoothing)
     wanted = parse_formats(formats)
     rows = load_runs(run_dirs)
     target = out or run_dirs[0]
@@ -480,7 +488,8 @@ def report(
         target.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise BadInput(f"cannot create output folder {target}: {err.strerror}") from None
-    for path in write_leaderboard(rows, target, wanted, figures=figures, cost_model=cost_model):
+    written = write_leaderboard(rows, target, wanted, figures, cost_model, smoothing)
+    for path in written:
         click.echo(f"wrote {path}")
     click.echo(markdown(rows))
 
@@ -717,6 +726,44 @@ def check(run_dir: Path, baseline: Path, tolerance: str | None) -> None:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+@cli.group("curves")
+def curves_group() -> None:
+    """Training curves as CSV (step, name, value) and figures: a run's logs or MMEngine's."""
+
+
+@curves_group.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="[RUN_DIR/curves_csv]")
+def curves_export(run_dir: Path, out: Path | None) -> None:
+    """Write each fit's loss.csv (per-step scalars) and metrics.csv (validation) from the
+    run folder's training/*.json into OUT/<fit>/."""
+    from owsbench.curves import export_curves
+
+    written = export_curves(run_dir, out or run_dir / "curves_csv")
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"{len(written) // 2} fit(s) exported")
+
+
+@curves_group.command("import")
+@click.argument("scalars_json", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="[SCALARS_JSON's folder/curves_csv]")
+@click.option("--smoothing", type=float, default=0.6, show_default=True, help="EMA weight [0, 1).")
+def curves_import(scalars_json: Path, out: Path | None, smoothing: float) -> None:
+    """Read an MMEngine/MMSegmentation vis_data/scalars.json; write OUT/<fit>/loss.csv,
+    metrics.csv (mIoU as a fraction) and curves.png (loss and mIoU, smoothed, with the trend)."""
+    from owsbench.curves import check_smoothing, import_mmengine_scalars, write_curves
+    from owsbench.figures import fit_curves_figure
+
+    check_smoothing(smoothing)
+    fit = import_mmengine_scalars(scalars_json)
+    target = out or scalars_json.parent / "curves_csv"
+    written = write_curves({fit.fit: fit}, target)
+    figure = fit_curves_figure([(fit.fit, fit)], target / fit.fit / "curves.png", smoothing)
+    for path in [*written, *([figure.path] if figure.path else [])]:
+        click.echo(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,8 +5,12 @@
   ``.npz``); the seeds of a method are pooled into one curve by merging their histograms.
 - ``samples-<dataset>-<split>.png``: image | ground truth | each method's anomaly map for up to
   four frames of ``row["artifacts"]["samples"]`` (one ``.npz`` per dataset, split and seed).
-- ``training.png``: training loss against step for every distinct fit log named in
-  ``row["artifacts"]["training"]`` (JSON with ``kind``, ``train_loss``, ``lr``, ``fit_seconds``).
+- ``training.png`` (:func:`fit_curves_figure`): for every distinct fit log named in
+  ``row["artifacts"]["training"]`` (JSON with ``kind``, ``train_loss``, ``lr``, ``fit_seconds``,
+  optionally ``validation``; :func:`owsbench.curves.log_curves`) the training loss against step
+  (raw, thin, and TensorBoard-smoothed, :func:`owsbench.curves.ema`) and, for the fits with
+  validation records, validation mIoU per validation step, its smoothing and the least-squares
+  line over the last half of the validation steps (:func:`owsbench.curves.trend`).
 - with rows of two or more supervision regimes, per (dataset, split):
   ``cost-<dataset>-<split>.png``, mIoU (left) and each post-hoc method's AP (right) against the
   regime's annotation cost (one point per regime, error bars = std over seeds, hybrids as
@@ -35,6 +39,7 @@ from matplotlib.figure import Figure
 
 from owsbench.cache import atomic_write_bytes
 from owsbench.costs import COST_MODELS
+from owsbench.curves import DEFAULT_SMOOTHING, FitCurves, ema, log_curves, trend
 from owsbench.datasets.labels import CITYSCAPES_PALETTE
 from owsbench.metrics.pixel import AnomalyMetric
 from owsbench.rows import method_label, row_supervision
@@ -283,55 +288,106 @@ def _image_grid(
     return fig
 
 
-def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
-    return np.convolve(values, np.ones(window) / window, mode="valid")
+def _smoothed(
+    ax: Any,
+    steps: np.ndarray,
+    values: np.ndarray,
+    smoothing: float,
+    label: str,
+    colour: str,
+    marker: str | None = None,
+) -> None:
+    """``values`` against ``steps``: raw (thin, faint, with ``marker``) and
+    :func:`~owsbench.curves.ema` with weight ``smoothing`` (solid, labelled)."""
+    ax.plot(steps, values, lw=0.8, alpha=0.3, color=colour, marker=marker, ms=3)
+    ax.plot(steps, ema(values, smoothing), color=colour, label=label)
 
 
-def training_figure(rows: list[Row], path: Path) -> ReportFigure:
-    """Training loss against step, one line per distinct fit log named by ``rows``."""
-    title = "Training loss"
+def _miou_lines(ax: Any, fit: FitCurves, label: str, smoothing: float, colour: str) -> None:
+    """Validation mIoU (%) of ``fit``, smoothed, and its :func:`~owsbench.curves.trend` line
+    (dashed) drawn over the last half of the validation steps, slope per 1000 steps labelled."""
+    steps, miou = fit.series("mIoU", validation=True)
+    _smoothed(ax, steps, 100 * miou, smoothing, label, colour, marker="o")
+    line = trend(steps, 100 * miou)
+    if line is not None:
+        late = steps[steps >= (steps.min() + steps.max()) / 2]
+        slope = f"trend {1000 * line[0]:+.3g} points / 1k steps"
+        ax.plot(late, line[0] * late + line[1], ls="--", lw=1, color=colour, label=slope)
+
+
+def fit_curves_figure(
+    fits: Sequence[tuple[str, FitCurves]],
+    path: Path,
+    smoothing: float = DEFAULT_SMOOTHING,
+    notes: Sequence[str] = (),
+) -> ReportFigure:
+    """Training loss against step (left) of every (label, curves) in ``fits`` and, when some
+    have validation mIoU, mIoU against validation step (right); one colour per fit."""
+    title = "Training curves"
     caption = (
-        "Training loss per step of every distinct fit (faint: raw; solid: moving average over "
-        "1/20 of the steps); the legend names the model kind, its training data, seed and fit time."
+        "Left: training loss per step of every distinct fit; right, for fits with validation "
+        "records: validation mIoU per validation step. Faint: raw values; solid: exponential "
+        f"moving average with weight {smoothing:g} (TensorBoard's debiased smoothing); dashed: "
+        "least-squares line over the last half of the validation steps. Labels name the model "
+        "kind, its training data, seed and fit time."
     )
+    validated = any(fit.series("mIoU", validation=True)[0].size for _, fit in fits)
+    fig = Figure(figsize=(12 if validated else 9, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2 if validated else 1, squeeze=False)[0]
+    notes = list(notes)
+    for i, (label, fit) in enumerate(fits):
+        steps, loss = fit.series("loss")
+        if steps.size:
+            _smoothed(axes[0], steps, loss, smoothing, label, f"C{i}")
+        else:
+            notes.append(f"{label}: no training steps")
+        if validated and fit.series("mIoU", validation=True)[0].size:
+            _miou_lines(axes[1], fit, label, smoothing, f"C{i}")
+    if not any(ax.lines for ax in axes):
+        return ReportFigure(title, caption, None, None, tuple(notes))
+    axes[0].set(ylabel="training loss", title="training loss")
+    if validated:
+        axes[1].set(ylabel="validation mIoU (%)", title="validation mIoU")
+    for ax in axes:
+        ax.set(xlabel="step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return ReportFigure(title, caption, None, _save(fig, path), tuple(notes))
+
+
+def training_figure(
+    rows: list[Row], path: Path, smoothing: float = DEFAULT_SMOOTHING
+) -> ReportFigure:
+    """:func:`fit_curves_figure` of every distinct fit log named by ``rows``."""
     notes = _Notes("training")
     logs: dict[Path, Row] = {}  # distinct fit log -> the first row naming it
     for row in rows:
         for log in notes.paths(row) or ():
             logs.setdefault(log, row)
-    fig = Figure(figsize=(9, 4.5), layout="constrained")
-    ax = fig.subplots()
+    fits = []
     for log, row in logs.items():
         try:
-            fit = _read(log, lambda p: json.loads(p.read_text()))
-            loss = np.asarray(fit["train_loss"], np.float64).reshape(-1)
-        except (MissingArtifact, KeyError, TypeError, ValueError) as err:
+            data = _read(log, lambda p: json.loads(p.read_text()))
+            fit = log_curves(log.stem, data)
+        except (MissingArtifact, KeyError, TypeError, ValueError, AttributeError) as err:
             notes.problem(f"{log}: {err}")
             continue
-        if loss.size == 0:
-            notes.problem(f"{log}: no training steps")
-            continue
-        label = f"{fit.get('kind', log.stem)} on {row.get('trained_on', row['dataset'])}"
-        label += f", seed {row['seed']}, {fit.get('fit_seconds', float('nan')):.0f} s"
-        steps = np.arange(1, loss.size + 1)
-        window = max(1, loss.size // 20)
-        (line,) = ax.plot(steps, loss, alpha=0.25, lw=0.8)
-        smooth = _moving_average(loss, window)
-        ax.plot(steps[window - 1 :], smooth, color=line.get_color(), label=label)
-    if not ax.lines:
-        return ReportFigure(title, caption, None, None, notes.all())
-    ax.set(xlabel="step", ylabel="training loss", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return ReportFigure(title, caption, None, _save(fig, path), notes.all())
+        label = f"{data.get('kind', log.stem)} on {row.get('trained_on', row['dataset'])}"
+        label += f", seed {row['seed']}, {data.get('fit_seconds', float('nan')):.0f} s"
+        fits.append((label, fit))
+    return fit_curves_figure(fits, path, smoothing, notes.all())
 
 
 def make_figures(
-    rows: list[Row], tables: Sequence[Table], out_dir: Path, cost_model: str = "relative"
+    rows: list[Row],
+    tables: Sequence[Table],
+    out_dir: Path,
+    cost_model: str = "relative",
+    smoothing: float = DEFAULT_SMOOTHING,
 ) -> list[ReportFigure]:
     """Curves and anomaly maps per (dataset, split) of ``tables`` (methods in table order), the
-    supervision figures where the rows hold two or more regimes, then the training curves; the
-    PNGs go into ``out_dir``."""
+    supervision figures where the rows hold two or more regimes, then the training curves (EMA
+    weight ``smoothing``); the PNGs go into ``out_dir``."""
     figures = []
     for table in tables:
         group = [r for r in rows if (r["dataset"], r["split"]) == (table.dataset, table.split)]
@@ -341,7 +397,7 @@ def make_figures(
         if len({row_supervision(r) for r in group if r.get("segmenter")}) > 1:
             figures.append(cost_figure(group, out_dir / f"cost-{name}.png", cost_model))
             figures.append(regimes_figure(group, out_dir / f"regimes-{name}.png"))
-    figures.append(training_figure(rows, out_dir / "training.png"))
+    figures.append(training_figure(rows, out_dir / "training.png", smoothing))
     return figures
 
 

@@ -144,6 +144,7 @@ def write_leaderboard(
     formats: Sequence[str] = ("md", "csv"),
     figures: bool = False,
     cost_model: str = "relative",
+    smoothing: float = 0.6,
 ) -> list[Path]:
     """Write the requested formats into ``out`` and return the paths written.
 
@@ -151,7 +152,8 @@ def write_leaderboard(
     ``latex`` -> ``leaderboard.tex``, ``html`` -> ``report.html`` (tables and figures, one
     self-contained file). Figures (PNG, into ``out/figures/``) are made for ``html`` and, with
     ``figures=True``, for any format; they read the rows' artifact paths as given (see
-    :func:`load_runs`).
+    :func:`load_runs`); ``smoothing`` is the EMA weight of the training curves
+    (default ``owsbench.curves.DEFAULT_SMOOTHING``).
     """
     out = Path(out)
     written = []
@@ -169,7 +171,7 @@ def write_leaderboard(
         from owsbench.figures import make_figures
 
         tables = leaderboard_tables(rows)
-        entries = make_figures(rows, tables, out / "figures", cost_model)
+        entries = make_figures(rows, tables, out / "figures", cost_model, smoothing)
         written += [e.path for e in entries if e.path is not None]
         if "html" in formats:
             from owsbench.html_report import render_html

@@ -30,8 +30,14 @@ class TrainLog:
             values.extend([math.nan] * (step + 1 - len(values)))
 
     def meta(self) -> dict[str, Any]:
-        """What the fit cache stores of the curve (``train_loss``, ``lr``, ``validation``)."""
+        """What the fit cache stores of the curve (``train_loss``, ``lr``, the named loss terms
+        ``scalars`` (NaN as null) and ``validation``)."""
         extra: dict[str, Any] = {"train_loss": self.loss, "lr": self.lr}
+        if self.scalars:
+            extra["scalars"] = {
+                name: [None if math.isnan(v) else v for v in values]
+                for name, values in self.scalars.items()
+            }
         if self.validation:
             extra["validation"] = self.validation
         return extra
