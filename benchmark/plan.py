@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,14 @@ from typing import Any
 
 from owsbench.cache import content_hash
 from owsbench.catalog import DATASETS, METHODS, SEGMENTERS, SUPERVISIONS
-from owsbench.config import MethodSpec, RunConfig, apply_overrides, parse_method
+from owsbench.config import (
+    MethodSpec,
+    RunConfig,
+    apply_overrides,
+    matches,
+    parse_method,
+    type_text,
+)
 from owsbench.costs import relative_costs
 from owsbench.datasets.base import Dataset
 from owsbench.errors import BadInput
@@ -247,6 +255,7 @@ class Datasets:
         root = str(Path(data_root).absolute())
         key = json.dumps([root, preset, dataset_id, options], sort_keys=True, default=str)
         if key not in self._open:
+            check_dataset_options(dataset_id, options)
             try:
                 dataset = DATASETS.get(dataset_id)(Path(data_root), preset=preset, **options)
             except TypeError as err:
@@ -254,6 +263,18 @@ class Datasets:
             dataset.prepare(progress=self.progress)
             self._open[key] = dataset
         return self._open[key]
+
+
+def check_dataset_options(dataset_id: str, options: dict[str, Any]) -> None:
+    """``BadInput`` for a ``dataset_options`` value not of the type the adapter's constructor
+    annotates (its ranges and enumerations are the adapter's own checks)."""
+    hints = typing.get_type_hints(DATASETS.get(dataset_id).__init__)
+    for key, value in options.items():
+        if key in hints and not matches(value, hints[key]):
+            raise BadInput(
+                f"dataset_options.{dataset_id}.{key} must be {type_text(hints[key])} "
+                f"(got {value!r})"
+            )
 
 
 def dataset_ref(dataset_id: str, options: dict[str, Any], dataset: Dataset) -> DatasetRef:

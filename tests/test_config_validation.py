@@ -59,3 +59,11 @@ def test_a_bad_config_file_value_exits_2_before_any_work(tmp_path):
         "owsbench: error: segmenter.steps must be a positive integer (got -5)"
     ]
     assert not (tmp_path / "cache").exists()
+
+
+def test_dataset_options_are_checked_against_the_constructor_annotations():
+    from owsbench.plan import check_dataset_options
+
+    with pytest.raises(BadInput, match=r"dataset_options.streethazards.other_as_void must be bool"):
+        check_dataset_options("streethazards", {"other_as_void": "yes"})
+    check_dataset_options("oxford-pet", {"classes": "breeds"})
