@@ -149,3 +149,13 @@ def test_a_reward_tuned_run_labels_its_rows_and_reuses_the_mle_fit(tmp_path):
     assert row["segmenter_config"]["reward_tuning"]["samples"] == 2
     fits = sorted(p.name for p in (tmp_path / "cache" / "fits").glob("segmenter-*.pt"))
     assert len(fits) == 2  # the MLE fit and the tuned one, each cached
+
+
+def test_ce_and_kl_terms_join_the_objective(tmp_path):
+    tuning = {"steps": 1, "samples": 2, "batch_size": 2, "ce_weight": 1.0, "kl_weight": 1.0}
+    config = SegmenterConfig(steps=1, batch_size=2, crop=(32, 64), reward_tuning=tuning)
+    model = SmpSegmenter(config, num_classes=2)
+    context = FitContext(0, torch.device("cpu"), tmp_path, progress=False)
+    log, _ = tune_segmenter(model, TinySplit(), config, context)
+    # the total is the policy term plus a positive CE (KL is 0 at the first step: same model)
+    assert log.loss[0] > log.scalars["policy"][0]

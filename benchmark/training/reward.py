@@ -155,7 +155,8 @@ class RewardSupervision(SegmenterSupervision):
         policy = torch.stack([t[0] for t in terms]).mean()
         total = policy
         if tuning.ce_weight > 0:
-            total = total + tuning.ce_weight * semantic_ce(output.logits, batch.labels)
+            dense = labels_at(batch.labels, output.logits.shape[-2:])
+            total = total + tuning.ce_weight * semantic_ce(output.logits, dense)
         if self.reference is not None:
             total = total + tuning.kl_weight * self.kl_to_reference(output, batch)
         stats = torch.tensor([t[1:] for t in terms]).mean(0)
