@@ -159,12 +159,20 @@ class RewardSupervision(SegmenterSupervision):
             total = total + tuning.ce_weight * semantic_ce(output.logits, dense)
         if self.reference is not None:
             total = total + tuning.kl_weight * self.kl_to_reference(output, batch)
-        stats = torch.tensor([t[1:] for t in terms]).mean(0)
-        names = ("reward", "reward_var", "advantage_var")
-        return {"total": total, "policy": policy, **dict(zip(names, stats, strict=True))}
+        rewards = torch.cat([t[1] for t in terms])
+        advantages = torch.cat([t[2] for t in terms])
+        return {
+            "total": total,
+            "policy": policy,
+            "reward": rewards.mean(),
+            "reward_var": rewards.var(unbiased=False),
+            "advantage_var": advantages.var(unbiased=False),
+        }
 
     def image_terms(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple:
-        """One image: its policy-gradient loss and (mean reward, Var R, Var(R - b))."""
+        """One image: its policy-gradient loss, its samples' rewards and advantages (the
+        variances are pooled over the batch's samples: a per-image baseline removes the
+        differences between images, which is what it is for)."""
         samples = gumbel_samples(logits, self.tuning.samples, self.generator)
         k = self.model.num_classes
         rewards = reward_of(self.tuning.reward, samples, labels, k, self.reward_weight)
@@ -178,8 +186,7 @@ class RewardSupervision(SegmenterSupervision):
         chosen = log_p.gather(0, samples)  # (S, H, W): log p(m^s_p) at each pixel
         mean_log_p = (chosen * valid).sum((1, 2)) / valid.sum().clamp_min(1)
         loss = -(advantage.detach() * mean_log_p).mean()
-        variances = (rewards.var(unbiased=False).item(), advantage.var(unbiased=False).item())
-        return (loss, rewards.mean().item(), *variances)
+        return loss, rewards.detach(), advantage.detach()
 
     def kl_to_reference(self, output: SegmenterOutput, batch: Batch) -> torch.Tensor:
         """``mean_p KL(p_mle(p) || p(p))`` over the batch's pixels."""
@@ -191,8 +198,8 @@ class RewardSupervision(SegmenterSupervision):
 
 def summarise(log_scalars: dict[str, list[float]], window: int = 10) -> dict[str, Any]:
     """The fit report's reward record: mean reward over the first and the last ``window``
-    steps, and the mean variances of the rewards and of the advantages (the baseline's
-    variance reduction = 1 - Var(R - b) / Var(R))."""
+    steps, and the mean per-step variances, over the batch's samples, of the rewards and of
+    the advantages (the baseline's variance reduction = 1 - Var(R - b) / Var(R))."""
     rewards = np.asarray(log_scalars.get("reward", []), np.float64)
     reward_var = float(np.nanmean(log_scalars.get("reward_var", [np.nan])))
     advantage_var = float(np.nanmean(log_scalars.get("advantage_var", [np.nan])))
