@@ -19,7 +19,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from owsbench.errors import BadInput
 
@@ -27,7 +27,7 @@ from owsbench.errors import BadInput
 @dataclass(frozen=True)
 class Range:
     """Bounds of a numeric field (any of ``ge`` >=, ``gt`` >, ``le`` <=, ``lt`` <), optionally
-    ``odd`` (kernel sizes); ``integer`` words the message for an int field."""
+    ``odd`` (kernel sizes)."""
 
     ge: float | None = None
     gt: float | None = None
@@ -53,32 +53,36 @@ class Range:
     def text(self, integer: bool, sequence: bool = False) -> str:
         """The range as a user reads it: ``a positive integer``, ``a number in [0, 1)``,
         ``a list of integers >= 8`` (``sequence``: a tuple field)."""
-        kind = "an odd integer" if self.odd else "an integer" if integer else "a number"
-        if sequence:
-            return "a list of " + self.text(integer).replace("an ", "", 1).replace(
-                "a ", "", 1
-            ).replace("integer", "integers").replace("number", "numbers")
-        low = (f"[{_num(self.ge)}" if self.ge is not None else
-               f"({_num(self.gt)}" if self.gt is not None else None)  # fmt: skip
-        high = (f"{_num(self.le)}]" if self.le is not None else
-                f"{_num(self.lt)})" if self.lt is not None else None)  # fmt: skip
+        noun = "odd integer" if self.odd else "integer" if integer else "number"
+        low = (f"[{self.ge:g}" if self.ge is not None else
+               f"({self.gt:g}" if self.gt is not None else None)  # fmt: skip
+        high = (f"{self.le:g}]" if self.le is not None else
+                f"{self.lt:g})" if self.lt is not None else None)  # fmt: skip
         if integer and not self.odd and self.ge == 1 and high is None:
-            return "a positive integer"
-        if low and high:
-            return f"{kind} in {low}, {high}"
-        if low:
-            return f"{kind} {'>=' if self.ge is not None else '>'} {low[1:]}"
-        if high:
-            return f"{kind} {'<=' if self.le is not None else '<'} {high[:-1]}"
-        return kind
+            noun, bounds = f"positive {noun}", ""
+        elif low and high:
+            bounds = f" in {low}, {high}"
+        elif low:
+            bounds = f" {'>=' if self.ge is not None else '>'} {low[1:]}"
+        elif high:
+            bounds = f" {'<=' if self.le is not None else '<'} {high[:-1]}"
+        else:
+            bounds = ""
+        if sequence:
+            return f"a list of {noun}s{bounds}"
+        return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}{bounds}"
 
 
-def _num(value: float) -> str:
-    return f"{value:g}"
+class Declared(NamedTuple):
+    """A field's declared range and what its annotation says about the message's wording."""
+
+    bounds: Range
+    integer: bool  # int, int | None or a tuple of ints
+    sequence: bool  # a tuple (possibly | None)
+    nullable: bool  # None allowed
 
 
 def _is_integer(hint: Any) -> bool:
-    """Whether an annotation is ``int``, ``int | None`` or a tuple of ints."""
     args = typing.get_args(hint)
     if hint is int:
         return True
@@ -86,38 +90,33 @@ def _is_integer(hint: Any) -> bool:
 
 
 def _is_sequence(hint: Any) -> bool:
-    """Whether an annotation is a tuple (possibly ``| None``)."""
     if typing.get_origin(hint) is tuple:
         return True
     return any(typing.get_origin(a) is tuple for a in typing.get_args(hint))
 
 
-def declared_ranges(cls: type) -> dict[str, tuple[Range, bool, bool]]:
-    """``{field: (range, is_integer, is_sequence)}`` of the fields of dataclass ``cls`` that
-    declare one."""
+def declared_ranges(cls: type) -> dict[str, Declared]:
+    """The declared range of every field of dataclass ``cls`` that declares one."""
     hints = typing.get_type_hints(cls, include_extras=True)
     ranges = {}
     for f in dataclasses.fields(cls):
         hint = hints.get(f.name)
         if typing.get_origin(hint) is typing.Annotated:
             base, *extras = typing.get_args(hint)
+            nullable = type(None) in typing.get_args(base)
             for extra in extras:
                 if isinstance(extra, Range):
-                    ranges[f.name] = (extra, _is_integer(base), _is_sequence(base))
+                    ranges[f.name] = Declared(
+                        extra, _is_integer(base), _is_sequence(base), nullable
+                    )
     return ranges
 
 
 def check_ranges(config: Any, what: str) -> None:
     """``BadInput`` (one line) for the first field of ``config`` outside its declared range."""
-    for name, (bounds, integer, sequence) in declared_ranges(type(config)).items():
+    for name, declared in declared_ranges(type(config)).items():
         value = getattr(config, name)
-        if not bounds.ok(value):
-            none = " or null" if _allows_none(type(config), name) else ""
-            raise BadInput(
-                f"{what}.{name} must be {bounds.text(integer, sequence)}{none} (got {value!r})"
-            )
-
-
-def _allows_none(cls: type, name: str) -> bool:
-    hint = typing.get_type_hints(cls).get(name)
-    return type(None) in typing.get_args(hint)
+        if not declared.bounds.ok(value):
+            text = declared.bounds.text(declared.integer, declared.sequence)
+            none = " or null" if declared.nullable else ""
+            raise BadInput(f"{what}.{name} must be {text}{none} (got {value!r})")

@@ -179,7 +179,7 @@ def test_fuzzed_overrides_are_bad_input_unless_in_range(name):
     rng = random.Random(f"ranges/{name}")
     config = METHODS.get(name).Config()
     hints = typing.get_type_hints(type(config))
-    for field, (bounds, integer, _sequence) in declared_ranges(type(config)).items():
+    for field, (bounds, integer, _sequence, _nullable) in declared_ranges(type(config)).items():
         length = field_lengths(config, field, hints[field])
         for value in fuzz_values(bounds, integer, rng):
             if length is None:
