@@ -136,7 +136,7 @@ class PosthocMethod(Method):
         with torch.inference_mode():
             outputs = self.segmenter(images)
         return Prediction(
-            semantic=outputs.logits.argmax(1), anomaly=self.score(outputs), logits=outputs.logits
+            semantic=outputs.class_max()[1], anomaly=self.score(outputs), logits=outputs.logits
         )
 
 

@@ -21,45 +21,40 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 
 from owsbench.checks import Range
 from owsbench.methods.base import PosthocMethod
-from owsbench.segmenters.base import SegmenterOutput
+from owsbench.segmenters.base import SegmenterOutput, as_float32
 
 
-def _float(logits: torch.Tensor) -> torch.Tensor:
-    """``logits`` in at least float32 (half-precision logits are upcast before scoring)."""
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
-
-
-def msp_score(logits: torch.Tensor) -> torch.Tensor:
+def msp_of(outputs: SegmenterOutput) -> torch.Tensor:
     """Maximum softmax probability, negated: ``1 - max_c softmax(z)_c``, in ``[0, 1 - 1/K]``."""
     # 1 - exp(x) as -expm1(x): keeps resolution among very confident pixels (x close to 0)
-    return -torch.expm1(torch.log_softmax(_float(logits), dim=1).amax(dim=1))
+    return -torch.expm1(outputs.log_probabilities().amax(dim=1))
 
 
-def maxlogit_score(logits: torch.Tensor) -> torch.Tensor:
+def maxlogit_of(outputs: SegmenterOutput) -> torch.Tensor:
     """Negated maximum logit: ``-max_c z_c``."""
-    return -_float(logits).amax(dim=1)
+    return -outputs.class_max()[0]
 
 
-def entropy_score(logits: torch.Tensor) -> torch.Tensor:
+def entropy_of(outputs: SegmenterOutput) -> torch.Tensor:
     """Softmax entropy normalised by its maximum: ``-sum_c p_c log p_c / log K``, in ``[0, 1]``.
 
     The normalisation by ``log K`` (as in ``DaddaRev/...`` ``eval/evalAnomaly.py``) makes scores of
     models with different class counts comparable; it does not change the ranking within a model.
     """
-    num_classes = logits.shape[1]
+    num_classes = outputs.logits.shape[1]
     if num_classes < 2:
         raise ValueError(f"entropy needs at least 2 classes, got {num_classes}")
-    log_p = torch.log_softmax(_float(logits), dim=1)
-    return -(log_p.exp() * log_p).sum(dim=1) / math.log(num_classes)
+    log_p = outputs.log_probabilities()
+    return -log_p.exp().mul_(log_p).sum(dim=1) / math.log(num_classes)
 
 
-def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def energy_of(outputs: SegmenterOutput, temperature: float = 1.0) -> torch.Tensor:
     """Free energy ``E(z; T) = -T logsumexp_c(z_c / T)``.
 
     In-distribution pixels have large logits and hence low (very negative) energy, so the energy
@@ -67,20 +62,39 @@ def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    return -temperature * torch.logsumexp(_float(logits) / temperature, dim=1)
+    z = as_float32(outputs.logits)
+    return -temperature * torch.logsumexp(z if temperature == 1 else z / temperature, dim=1)
+
+
+def on_logits(score_of: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """The score of ``score_of`` as a function of a logits tensor ``(B, K, H, W)``."""
+
+    def score(logits: torch.Tensor, **options: Any) -> torch.Tensor:
+        return score_of(SegmenterOutput(logits), **options)
+
+    score.__doc__ = score_of.__doc__
+    return score
+
+
+msp_score = on_logits(msp_of)
+maxlogit_score = on_logits(maxlogit_of)
+entropy_score = on_logits(entropy_of)
+energy_score = on_logits(energy_of)
 
 
 class LogitScore(PosthocMethod):
-    """A post-hoc method that applies one score function to the segmenter's logits.
+    """A post-hoc method that applies one score function to the segmenter's output.
 
-    Subclasses set ``score_fn``; the fields of their ``Config`` are passed to it as keyword
-    arguments, so a hyperparameter is declared once, in the config that is hashed into cache keys.
+    Subclasses set ``score_fn`` (a function of the ``SegmenterOutput``, whose class-axis
+    reductions are computed once and shared by every score of the same forward pass); the
+    fields of their ``Config`` are passed to it as keyword arguments, so a hyperparameter is
+    declared once, in the config that is hashed into cache keys.
     """
 
     score_fn: ClassVar[Callable[..., torch.Tensor]]
 
     def score(self, outputs: SegmenterOutput) -> torch.Tensor:
-        return type(self).score_fn(outputs.logits, **dataclasses.asdict(self.config))
+        return type(self).score_fn(outputs, **dataclasses.asdict(self.config))
 
 
 class MSP(LogitScore):
@@ -92,7 +106,7 @@ class MSP(LogitScore):
 
     name = "msp"
     summary = "maximum softmax probability: 1 - max p"
-    score_fn = staticmethod(msp_score)
+    score_fn = staticmethod(msp_of)
 
 
 class MaxLogit(LogitScore):
@@ -103,7 +117,7 @@ class MaxLogit(LogitScore):
 
     name = "maxlogit"
     summary = "negated maximum logit: -max z"
-    score_fn = staticmethod(maxlogit_score)
+    score_fn = staticmethod(maxlogit_of)
 
 
 class Entropy(LogitScore):
@@ -114,7 +128,7 @@ class Entropy(LogitScore):
 
     name = "entropy"
     summary = "softmax entropy / log K"
-    score_fn = staticmethod(entropy_score)
+    score_fn = staticmethod(entropy_of)
 
 
 class Energy(LogitScore):
@@ -131,4 +145,4 @@ class Energy(LogitScore):
 
     name = "energy"
     summary = "free energy: -T logsumexp(z / T)"
-    score_fn = staticmethod(energy_score)
+    score_fn = staticmethod(energy_of)

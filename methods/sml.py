@@ -25,6 +25,7 @@ choice by cuDNN) and deterministic.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -42,11 +43,6 @@ from owsbench.methods.base import (
 from owsbench.methods.nn.frozen import visit_frozen_outputs
 
 VAR_FLOOR = 1e-12  # lower bound on a class variance before dividing by its square root
-
-
-def _float(logits: torch.Tensor) -> torch.Tensor:
-    """``logits`` in at least float32 (half-precision logits are upcast before scoring)."""
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 class SMLStatistics:
@@ -127,25 +123,38 @@ def standardized_max_logit(
     """SML confidence ``(L(p) - mu_c) / sqrt(var_c)`` with ``c = argmax_k z_k(p)``: ``(B, H, W)``.
 
     ``logits``: ``(B, K, H, W)``; ``mean``, ``var``: ``(K,)`` class statistics of the max logit.
-    Variances are floored at ``VAR_FLOOR`` so a degenerate class cannot divide by zero.
     """
-    z = _float(logits)
-    if mean.shape != (z.shape[1],) or var.shape != (z.shape[1],):
+    return standardized_of(SegmenterOutput(logits), mean, var)
+
+
+def standardized_of(
+    outputs: SegmenterOutput, mean: torch.Tensor, var: torch.Tensor
+) -> torch.Tensor:
+    """:func:`standardized_max_logit` of a segmenter output (its shared ``class_max``).
+    Variances are floored at ``VAR_FLOOR`` so a degenerate class cannot divide by zero."""
+    num_classes = outputs.logits.shape[1]
+    if mean.shape != (num_classes,) or var.shape != (num_classes,):
         raise ValueError(
             f"statistics of shape {tuple(mean.shape)}/{tuple(var.shape)} "
-            f"do not match {z.shape[1]} classes"
+            f"do not match {num_classes} classes"
         )
-    max_logit, pred = z.max(dim=1)
-    mean = mean.to(z)
-    std = var.to(z).clamp_min(VAR_FLOOR).sqrt()
+    max_logit, pred = outputs.class_max()
+    mean = mean.to(max_logit)
+    std = var.to(max_logit).clamp_min(VAR_FLOOR).sqrt()
     return (max_logit - mean[pred]) / std[pred]
 
 
 def _dilate_cross(x: torch.Tensor) -> torch.Tensor:
-    """Grey-level dilation of ``(B, 1, H, W)`` by the 3x3 cross; pixels outside are ignored."""
-    vertical = F.max_pool2d(x, (3, 1), stride=1, padding=(1, 0))
-    horizontal = F.max_pool2d(x, (1, 3), stride=1, padding=(0, 1))
-    return torch.maximum(vertical, horizontal)
+    """Grey-level dilation of ``(B, 1, H, W)`` by the 3x3 cross; pixels outside are ignored.
+
+    The maximum of the pixel and its four neighbours, taken over shifted views in place (a max
+    is exact, so this equals ``max_pool2d`` with (3, 1) and (1, 3) windows, and is faster)."""
+    out = x.clone()
+    torch.maximum(out[..., 1:, :], x[..., :-1, :], out=out[..., 1:, :])
+    torch.maximum(out[..., :-1, :], x[..., 1:, :], out=out[..., :-1, :])
+    torch.maximum(out[..., :, 1:], x[..., :, :-1], out=out[..., :, 1:])
+    torch.maximum(out[..., :, :-1], x[..., :, 1:], out=out[..., :, :-1])
+    return out
 
 
 def boundary_mask(pred_classes: torch.Tensor, erosion_pad: float | None = None) -> torch.Tensor:
@@ -169,10 +178,22 @@ def boundary_mask(pred_classes: torch.Tensor, erosion_pad: float | None = None) 
 
 
 def _sum3x3_replicate(x: torch.Tensor) -> torch.Tensor:
-    """Sum of each 3x3 neighbourhood of ``(B, 1, H, W)``, with replication padding of 1."""
+    """Sum of each 3x3 neighbourhood of ``(B, 1, H, W)``, with replication padding of 1 (the nine
+    shifted views added in row-major order, accumulated in place)."""
     height, width = x.shape[-2:]
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    return sum(padded[..., i : i + height, j : j + width] for i in range(3) for j in range(3))
+    return _accumulate(
+        padded[..., i : i + height, j : j + width] for i in range(3) for j in range(3)
+    )
+
+
+def _accumulate(terms: Iterator[torch.Tensor]) -> torch.Tensor:
+    """``t_1 + t_2 + ... + t_n`` added left to right into one buffer (the rounding of Python's
+    ``sum`` over the same terms, up to the sign of an all-zero sum)."""
+    total = next(terms).clone()
+    for term in terms:
+        total += term
+    return total
 
 
 def suppress_boundaries(
@@ -243,8 +264,12 @@ def dilated_smoothing(
     weights = _gaussian_1d(kernel_size, sigma)
     pad = (kernel_size // 2) * dilation
     padded = F.pad(score[:, None], (pad, pad, pad, pad), mode="replicate")[:, 0]
-    rows = sum(w * padded[:, i * dilation : i * dilation + height] for i, w in enumerate(weights))
-    return sum(w * rows[..., j * dilation : j * dilation + width] for j, w in enumerate(weights))
+    rows = _accumulate(
+        w * padded[:, i * dilation : i * dilation + height] for i, w in enumerate(weights)
+    )
+    return _accumulate(
+        w * rows[..., j * dilation : j * dilation + width] for j, w in enumerate(weights)
+    )
 
 
 class SML(PosthocMethod):
@@ -328,12 +353,11 @@ class SML(PosthocMethod):
     def score(self, outputs: SegmenterOutput) -> torch.Tensor:
         mean, var = self._statistics()
         cfg = self.config
-        logits = outputs.logits
-        confidence = standardized_max_logit(logits, mean, var)
+        confidence = standardized_of(outputs, mean, var)
         if cfg.suppress_boundaries:
             confidence = suppress_boundaries(
                 confidence,
-                logits.argmax(dim=1),
+                outputs.class_max()[1],
                 cfg.boundary_width,
                 cfg.boundary_iterations,
                 cfg.erosion_pad,

@@ -101,6 +101,29 @@ class SegmenterOutput:
     logits: torch.Tensor
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     queries: QueryOutputs | None = None
+    # reductions over the class axis, computed once and shared by every score of this output
+    _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def class_max(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(max_k z_k, argmax_k z_k)``, each ``(B, h, w)``, of the logits in at least float32.
+
+        ``torch.max(dim=1)`` (the first index on ties, as ``argmax``), computed once per output;
+        on a CPU it is about 10x faster than ``argmax(1)`` over a class axis that is not the
+        innermost one."""
+        if "class_max" not in self._derived:
+            self._derived["class_max"] = tuple(as_float32(self.logits).max(dim=1))
+        return self._derived["class_max"]
+
+    def log_probabilities(self) -> torch.Tensor:
+        """``log softmax(z)`` over the class axis, in at least float32, computed once per output."""
+        if "log_probabilities" not in self._derived:
+            self._derived["log_probabilities"] = torch.log_softmax(as_float32(self.logits), dim=1)
+        return self._derived["log_probabilities"]
+
+
+def as_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in at least float32 (half-precision tensors are upcast; float64 is kept)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 class Segmenter(nn.Module):
