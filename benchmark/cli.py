@@ -144,6 +144,20 @@ def list_cmd(what: str) -> None:
     is_flag=True,
     help="Add SMIYC component metrics (sIoU, PPV, F1); threshold = best pixel F1 on the split.",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default=None,
+    help="Autocast of the evaluation forward pass; scores and metrics stay float32 "
+    "[config file's, else fp32].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Processes decoding frames ahead of the model (0: in the main process) "
+    "[config file's, else half the CPUs, at most 8].",
+)
 @click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
 @click.option(
     "--write-jobs",
@@ -166,6 +180,8 @@ def run(
     fpr_rule: str,
     save_scores: bool,
     components: bool,
+    precision: str | None,
+    workers: int | None,
     progress: bool,
     write_jobs: Path | None,
 ) -> None:
@@ -201,8 +217,17 @@ def run(
         dataset_options=file.get("dataset_options") or {},
         supervisions=_id_list(supervisions, file, "supervisions"),
         annotation_costs=file.get("annotation_costs") or {},
+        precision=precision or file.get("precision", "fp32"),
+        workers=_workers(workers if workers is not None else file.get("workers")),
     )
     _run_config(config, write_jobs)
+
+
+def _workers(value: int | None) -> int | None:
+    """``--workers`` / the config file's ``workers``: a count >= 0, or None (the default)."""
+    if value is not None and value < 0:
+        raise BadInput(f"workers must be >= 0 (got {value})")
+    return value
 
 
 def _run_config(config: RunConfig, jobs_dir: Path | None) -> None:

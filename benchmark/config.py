@@ -7,7 +7,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -65,6 +65,8 @@ CONFIG_FILE_KEYS: dict[str, Any] = {
     "dataset_options": dict[str, dict[str, Any]] | None,
     "supervisions": str | list[str] | None,
     "annotation_costs": dict[str, float] | None,
+    "precision": Literal["fp32", "bf16", "fp16"],
+    "workers": int,
 }
 
 
@@ -93,6 +95,8 @@ class RunConfig:
     # segmenter config's own ``supervision``
     supervisions: list[str] | None = None
     annotation_costs: dict[str, float] = field(default_factory=dict)  # over owsbench.costs
+    precision: str = "fp32"  # the evaluation forward's autocast: fp32, bf16 or fp16
+    workers: int | None = None  # frame-decoding processes; None: from the CPU count
 
 
 def get_preset(name: str) -> Preset:

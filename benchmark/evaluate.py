@@ -15,7 +15,6 @@ or observed maps (the executor then writes no row for it).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -26,9 +25,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from owsbench.datasets.base import Frame, Split
-from owsbench.methods.base import Method, PosthocMethod, image_batch
+from owsbench.frame_loader import loaded_batches
+from owsbench.methods.base import Method, PosthocMethod, model_input
 from owsbench.metrics import AnomalyMetric, DiscoveryMetric, ObjectCompleteness, SemanticMetric
 from owsbench.metrics.per_image import PerImageAnomalyMetric
+from owsbench.precision import inference_autocast
 from owsbench.score_maps import score_map_path, write_score_map
 
 
@@ -66,10 +67,11 @@ class SemanticStates:
     confusion: SemanticMetric
     objects: ObjectCompleteness
 
-    def update(self, pred: np.ndarray, frame: Frame) -> None:
-        self.confusion.update(pred, frame.semantic)
+    def update(self, pred: torch.Tensor, frame: Frame) -> None:
+        """Count ``pred`` (``(H, W)`` class ids on the model's device) against the frame."""
+        self.confusion.update(pred, on_device(frame.semantic, pred.device))
         if frame.instances is not None:
-            self.objects.update(pred, frame.semantic, frame.instances)
+            self.objects.update(pred.cpu(), frame.semantic, frame.instances)
 
 
 class PosthocGroup:
@@ -85,8 +87,9 @@ class PosthocGroup:
             method.start_split()
 
     @torch.inference_mode()
-    def forward(self, images: torch.Tensor) -> BatchOutput:
-        outputs = self.segmenter(images)
+    def forward(self, images: torch.Tensor, precision: str = "fp32") -> BatchOutput:
+        with inference_autocast(images.device, precision):
+            outputs = self.segmenter(images)
         anomaly = {}
         for method_id, method in self.methods.items():
             start = time.perf_counter()
@@ -100,13 +103,14 @@ class PosthocGroup:
 
 
 class FrameObserver(Protocol):
-    """Sees every labelled frame with each method's score map at label resolution."""
+    """Sees every labelled frame with each method's score map at label resolution (tensors on
+    the model's device: an observer copies to the host only what it keeps)."""
 
     def observe(
-        self, frame: Frame, scores: dict[str, np.ndarray], semantic: np.ndarray | None
+        self, frame: Frame, scores: dict[str, torch.Tensor], semantic: torch.Tensor | None
     ) -> None:
-        """``scores``: method id -> anomaly map (empty on frames without anomaly labels);
-        ``semantic``: the group's predicted class map (None without semantic labels)."""
+        """``scores``: method id -> ``(H, W)`` anomaly map (empty on frames without anomaly
+        labels); ``semantic``: the group's predicted class map (None without semantic labels)."""
 
 
 class SampleCollector:
@@ -121,15 +125,15 @@ class SampleCollector:
         self.semantic: list[np.ndarray] = []
 
     def observe(
-        self, frame: Frame, scores: dict[str, np.ndarray], semantic: np.ndarray | None
+        self, frame: Frame, scores: dict[str, torch.Tensor], semantic: torch.Tensor | None
     ) -> None:
         if len(self.frames) >= self.limit:
             return
         self.frames.append(frame)
         for method_id, score in scores.items():
-            self.scores.setdefault(method_id, []).append(score.astype(np.float16))
+            self.scores.setdefault(method_id, []).append(score.cpu().numpy().astype(np.float16))
         if semantic is not None:
-            self.semantic.append(semantic.astype(np.uint8))
+            self.semantic.append(semantic.cpu().numpy().astype(np.uint8))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """``frame_ids``, ``image``, ``anomaly`` (when every frame has it), ``semantic_gt`` and
@@ -163,11 +167,12 @@ class ScoreMapSaver:
         self.root, self.dataset = root, dataset
 
     def observe(
-        self, frame: Frame, scores: dict[str, np.ndarray], semantic: np.ndarray | None
+        self, frame: Frame, scores: dict[str, torch.Tensor], semantic: torch.Tensor | None
     ) -> None:
         for method_id, score in scores.items():
             write_score_map(
-                score_map_path(self.root, method_id, self.dataset, frame.frame_id), score
+                score_map_path(self.root, method_id, self.dataset, frame.frame_id),
+                score.cpu().numpy(),
             )
 
 
@@ -183,10 +188,11 @@ class TrainedGroup:
             method.start_split()
 
     @torch.inference_mode()
-    def forward(self, images: torch.Tensor) -> BatchOutput:
+    def forward(self, images: torch.Tensor, precision: str = "fp32") -> BatchOutput:
         ((method_id, method),) = self.methods.items()
         start = time.perf_counter()
-        prediction = method.predict(images)
+        with inference_autocast(images.device, precision):
+            prediction = method.predict(images)
         self.score_seconds[method_id] += time.perf_counter() - start
         logits = prediction.logits
         return BatchOutput(
@@ -230,26 +236,21 @@ def flag_nonfinite(
             result.nonfinite = ("anomaly scores", frames[b].frame_id)
 
 
-def same_size_runs(frames: list[Frame]) -> Iterator[list[Frame]]:
-    """Split a batch into runs of consecutive frames with the same image size (stackable)."""
-    run: list[Frame] = []
-    for frame in frames:
-        if run and frame.image.shape != run[0].image.shape:
-            yield run
-            run = []
-        run.append(frame)
-    if run:
-        yield run
-
-
-def to_label_size(maps: torch.Tensor, size: tuple[int, int], mode: str) -> np.ndarray:
-    """Resize ``(B, h, w)`` maps to ``size``: bilinear for scores, nearest for class ids."""
+def to_label_size(maps: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize ``(B, h, w)`` maps to ``size``: bilinear for scores, nearest for class ids (on the
+    maps' device)."""
     if tuple(maps.shape[-2:]) != size:
         if mode == "nearest":
             maps = F.interpolate(maps[:, None].float(), size=size, mode="nearest")[:, 0].long()
         else:
             maps = F.interpolate(maps[:, None].float(), size=size, mode="bilinear")[:, 0]
-    return maps.cpu().numpy()
+    return maps
+
+
+def on_device(labels: np.ndarray, device: torch.device) -> np.ndarray | torch.Tensor:
+    """``labels`` where the metrics meet the maps: as they are on a CPU, else copied to
+    ``device`` (one small uint8 copy per frame instead of every float map to the host)."""
+    return labels if device.type == "cpu" else torch.from_numpy(labels).to(device)
 
 
 def measure_frame(
@@ -268,6 +269,7 @@ def measure_frame(
     if frame.semantic is not None:
         pred = to_label_size(output.semantic[b : b + 1], size, "nearest")[0]
         semantic.update(pred, frame)
+    device = output.semantic.device
     for result in results.values():
         result.frames += 1
     if frame.anomaly is None:
@@ -279,16 +281,17 @@ def measure_frame(
         for method_id, scores in output.anomaly.items()
         if results[method_id].nonfinite is None
     }
+    anomaly = on_device(frame.anomaly, device)
     for method_id, score in maps.items():
-        results[method_id].anomaly.update(score, frame.anomaly)
+        results[method_id].anomaly.update(score, anomaly)
         if results[method_id].per_image is not None:
-            results[method_id].per_image.update(score, frame.anomaly)
+            results[method_id].per_image.update(score, anomaly)
     for method_id, extras in output.extras.items():
         if "novel_class" in extras and method_id in maps:
             novel = to_label_size(extras["novel_class"][b : b + 1], size, "nearest")[0]
             if results[method_id].discovery is None:
                 results[method_id].discovery = DiscoveryMetric()
-            results[method_id].discovery.update(novel, frame.anomaly)
+            results[method_id].discovery.update(novel, anomaly)
     for observer in observers:
         observer.observe(frame, maps, pred)
     return frame.semantic is not None
@@ -304,10 +307,15 @@ def evaluate_split(
     desc: str = "evaluate",
     per_image_fpr_rule: str | None = None,
     observers: tuple[FrameObserver, ...] = (),
+    workers: int = 0,
+    precision: str = "fp32",
 ) -> tuple[dict[str, SplitResult], float]:
     """Run ``group`` over ``split``; return per-method metric states and the wall seconds.
 
     With ``per_image_fpr_rule`` set, per-frame metrics are kept too (per-image-mean aggregation).
+    ``workers`` processes decode the frames ahead of the model (``owsbench.frame_loader``; the
+    order and the results do not depend on it); ``precision`` is the forward's autocast
+    (``owsbench.precision``; scores and metrics stay float32).
     """
     results = {
         method_id: SplitResult(
@@ -321,10 +329,10 @@ def evaluate_split(
     has_semantic = False
     start = time.perf_counter()
     bar = tqdm(total=len(split), desc=desc, unit="frame", disable=not progress, leave=False)
-    for first in range(0, len(split), batch_size):
-        frames = [split[i] for i in range(first, min(first + batch_size, len(split)))]
-        for run in same_size_runs(frames):
-            output = group.forward(image_batch([f.image for f in run], device))
+    batches = loaded_batches(split, batch_size, workers, pin_memory=device.type == "cuda")
+    for runs in batches:
+        for run, pixels in runs:
+            output = group.forward(model_input(pixels, device), precision)
             flag_nonfinite(output, run, results)
             for b, frame in enumerate(run):
                 has_semantic |= measure_frame(output, b, frame, results, semantic, observers)

@@ -52,6 +52,7 @@ from owsbench.evaluate import (
     evaluate_split,
 )
 from owsbench.fits import Fit, FitCache, fit_or_load
+from owsbench.frame_loader import default_workers
 from owsbench.methods.base import FitContext, Method
 from owsbench.plan import (
     DatasetRef,
@@ -263,6 +264,8 @@ def infer_split(
         desc=f"evaluate {dataset.name}/{split} seed {job.seed}",
         per_image_fpr_rule=job.settings.fpr_rule if per_image else None,
         observers=tuple(observers),
+        workers=default_workers() if job.settings.workers is None else job.settings.workers,
+        precision=job.settings.precision,
     )
     samples = save_samples(ctx.out, dataset.name, split, job.seed, collector.arrays())
     return results, seconds, samples

@@ -132,6 +132,8 @@ class Settings:
     cache_dir: str
     # the relative annotation cost per regime (``owsbench.costs``; the config file's over them)
     annotation_costs: dict[str, float] = dataclasses.field(default_factory=dict)
+    precision: str = "fp32"  # the forward's autocast (owsbench.precision)
+    workers: int | None = None  # frame-decoding processes; None: frame_loader.default_workers()
 
     @classmethod
     def of(cls, config: RunConfig) -> Settings:
@@ -147,6 +149,8 @@ class Settings:
             data_root=str(Path(config.data_root).absolute()),
             cache_dir=str(Path(config.cache_dir).absolute()),
             annotation_costs=relative_costs(config.annotation_costs),
+            precision=config.precision,
+            workers=config.workers,
         )
 
 
@@ -403,10 +407,13 @@ def config_hash(
     config: RunConfig, name: str, method: dict[str, Any], segmenter: SegmenterPlan | None
 ) -> str:
     """The rows' ``config_hash``: hash of the method name and config, its segmenter's id and
-    config (post-hoc methods), the preset name and the measurement options."""
-    fields = {}
+    config (post-hoc methods), the preset name and the measurement options; the precision only
+    below fp32 (so fp32 rows keep the hashes they had before rows had a precision)."""
+    fields: dict[str, Any] = {}
     if segmenter is not None:
         fields = {"segmenter": segmenter.id, "segmenter_config": segmenter.config}
+    if config.precision != "fp32":
+        fields["precision"] = config.precision
     return content_hash(
         {
             "method": name,

@@ -18,7 +18,6 @@ from owsbench.cache import atomic_write_text
 from owsbench.errors import BadInput
 from owsbench.results import read_rows
 from owsbench.rows import row_key
-from owsbench.supervision_study import study_markdown
 from owsbench.tables import NOTE, leaderboard_tables, slug, summarise
 
 FORMATS = ("md", "csv", "latex", "html")
@@ -82,6 +81,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         align = ("left",) + ("right",) * len(table.columns)
         text = tabulate(body, headers, tablefmt="github", colalign=align, disable_numparse=True)
         parts.append(f"### {table.dataset} / {table.split}\n\n{text}\n")
+    from owsbench.supervision_study import study_markdown  # pandas: after the run, not at start
+
     study = study_markdown(rows)
     return "\n".join(parts) + "\n" + NOTE + "\n" + (f"\n{study}" if study else "")
 

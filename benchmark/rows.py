@@ -14,7 +14,7 @@ in order (``ROW_FIELDS``):
   (the dataset whose train split was fitted on), ``split``, ``seed``, ``preset``;
 - what was measured: ``metrics`` (:func:`owsbench.measure.row_metrics`), ``metric_version``,
   ``aggregation``, ``fpr_rule``, ``component_threshold_rule`` (None without component metrics),
-  ``frames``, ``anomaly_pixels``, ``inlier_pixels``;
+  ``precision`` (the forward's autocast, :mod:`owsbench.precision`), ``frames``, ``anomaly_pixels``, ``inlier_pixels``;
 - the fits: ``fit_seconds`` (sum over the row's fits, as first fitted), ``fit_cached`` (all came
   from the cache), ``fit_report`` (the fits' reports merged), ``checkpoint_sha256`` (of the first
   fit: the segmenter of a post-hoc method, else the trained method);
@@ -70,6 +70,7 @@ ROW_FIELDS = (
     "aggregation",
     "fpr_rule",
     "component_threshold_rule",
+    "precision",
     "frames",
     "anomaly_pixels",
     "inlier_pixels",
@@ -104,10 +105,14 @@ def method_label_of(method_id: str, supervision: str) -> str:
 
 def method_label(row: dict[str, Any]) -> str:
     """How tables and figures name the row's method (:func:`method_label_of` of its id and
-    regime), with ``[reward R]`` when its segmenter was reward-tuned on reward ``R``."""
+    regime), with ``[reward R]`` when its segmenter was reward-tuned on reward ``R`` and
+    ``[bf16]`` / ``[fp16]`` when it was evaluated below fp32."""
     label = method_label_of(row["method"], row_supervision(row))
     tuning = (row.get("segmenter_config") or {}).get("reward_tuning")
-    return f"{label} [reward {tuning['reward']}]" if tuning else label
+    if tuning:
+        label = f"{label} [reward {tuning['reward']}]"
+    precision = row.get("precision") or "fp32"
+    return label if precision == "fp32" else f"{label} [{precision}]"
 
 
 def row_key(row: dict[str, Any]) -> tuple:
@@ -160,6 +165,26 @@ def environment(device: str) -> dict[str, Any]:
     }
 
 
+def what_ran(job: Job, method: MethodPlan) -> dict[str, Any]:
+    """The row's fields from ``method`` to ``trained_on`` (see the module docstring)."""
+    segmenter = job.segmenter
+    return {
+        "method": method.id,
+        "method_name": method.name,
+        "segmenter": segmenter.id if segmenter is not None else None,
+        "segmenter_config": segmenter.config if segmenter is not None else None,
+        "supervision": job.supervision,
+        "annotation_cost": annotation_costs(
+            job.supervision, job.settings.annotation_costs or relative_costs()
+        ),
+        "method_config": method.config,
+        "config_hash": method.config_hash,
+        "dataset": job.dataset.name,
+        "dataset_fingerprint": job.dataset.fingerprint,
+        "trained_on": job.train.id,
+    }
+
+
 def build_row(
     job: Job,
     method: MethodPlan,
@@ -182,21 +207,8 @@ def build_row(
 
     settings = job.settings
     done = [f for f in fits if f is not None]
-    segmenter = job.segmenter
     row = {
-        "method": method.id,
-        "method_name": method.name,
-        "segmenter": segmenter.id if segmenter is not None else None,
-        "segmenter_config": segmenter.config if segmenter is not None else None,
-        "supervision": job.supervision,
-        "annotation_cost": annotation_costs(
-            job.supervision, settings.annotation_costs or relative_costs()
-        ),
-        "method_config": method.config,
-        "config_hash": method.config_hash,
-        "dataset": job.dataset.name,
-        "dataset_fingerprint": job.dataset.fingerprint,
-        "trained_on": job.train.id,
+        **what_ran(job, method),
         "split": split,
         "seed": job.seed,
         "preset": settings.preset,
@@ -205,6 +217,7 @@ def build_row(
         "aggregation": settings.aggregation,
         "fpr_rule": settings.fpr_rule,
         "component_threshold_rule": THRESHOLD_RULE if settings.components else None,
+        "precision": settings.precision,
         "frames": result.frames,
         "anomaly_pixels": result.anomaly.num_positives,
         "inlier_pixels": result.anomaly.num_negatives,

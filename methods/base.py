@@ -142,8 +142,14 @@ class PosthocMethod(Method):
 
 def image_batch(images: list, device: torch.device | str = "cpu") -> torch.Tensor:
     """Stack ``(H, W, 3)`` uint8 RGB arrays into a float ``(B, 3, H, W)`` tensor in ``[0, 1]``."""
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    return batch.to(device=device, dtype=torch.float32).div_(255.0)
+    return model_input(torch.from_numpy(np.stack(images)), device)
+
+
+def model_input(pixels: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(B, H, W, 3)`` uint8 RGB -> float ``(B, 3, H, W)`` in ``[0, 1]`` on ``device`` (the
+    uint8 copy does not block when ``pixels`` is in pinned memory; converted on the device)."""
+    batch = pixels.permute(0, 3, 1, 2).to(device, non_blocking=True)
+    return batch.to(torch.float32).div_(255.0)
 
 
 def iter_batches(split: Split, batch_size: int, limit: int | None = None):

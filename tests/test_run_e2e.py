@@ -111,3 +111,24 @@ def test_options_and_artifacts(first_run):
     assert {r["config_hash"] for r in found}.isdisjoint(
         {r["config_hash"] for r in rows(first_run[1])}
     )
+
+
+def test_workers_do_not_change_rows_and_precision_is_its_own_row(first_run):
+    tmp_path, out, cache, _ = first_run
+    serial, half = tmp_path / "serial", tmp_path / "bf16"
+    result = run(tmp_path, serial, cache, "--workers", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {r["method"]: r["metrics"] for r in rows(serial)} == {
+        r["method"]: r["metrics"] for r in rows(out)
+    }
+    result = run(tmp_path, half, cache, "--precision", "bf16", "--workers", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = rows(half)
+    assert {r["precision"] for r in found} == {"bf16"} and {r["precision"] for r in rows(out)} == {
+        "fp32"
+    }
+    assert {r["config_hash"] for r in found}.isdisjoint({r["config_hash"] for r in rows(out)})
+    assert all(np.isfinite(r["metrics"]["AP"]) for r in found)
+    assert "| msp [bf16] " in (half / "leaderboard.md").read_text()
+    bad = run(tmp_path, tmp_path / "bad", cache, "--workers", "-1")
+    assert bad.returncode == 2 and "-1" in bad.stderr

@@ -69,6 +69,14 @@ from typing import Any
 
 import numpy as np
 
+from .device_counts import (
+    anomaly_blocks,
+    anomaly_counts,
+    check_anomaly_labels,
+    float_keys,
+    is_device_tensor,
+)
+
 _CHUNK = 1 << 16  # elements per step: the work buffers (~1 MiB) stay in cache
 _BLOCK_BITS = 9  # sign + exponent: the top bits of a key that select a block of bins
 _NUM_BLOCKS = 1 << _BLOCK_BITS
@@ -219,11 +227,15 @@ class AnomalyMetric:
     # ---------------------------------------------------------------------------- update
 
     def update(self, scores: Any, labels: Any) -> None:
-        """Count one batch of pixels; numpy arrays or torch tensors of any equal shape.
+        """Count one batch of pixels; numpy arrays or torch tensors of any equal shape (scores
+        on an accelerator are counted there: :meth:`update_tensor`).
 
         Raises ValueError (and leaves the counts unchanged) on a shape mismatch, NaN scores,
         non-integer labels or label values other than 0, 1 and 255.
         """
+        if is_device_tensor(scores):
+            self.update_tensor(scores, labels)
+            return
         s, y = _flat_inputs(scores, labels)
         work = _Work(min(s.size, _CHUNK))
         starts = range(0, s.size, _CHUNK)
@@ -234,6 +246,25 @@ class AnomalyMetric:
                 for undo in starts[:done]:
                     self._add_chunk(s[undo : undo + _CHUNK], y[undo : undo + _CHUNK], work, -1)
                 raise
+
+    def update_tensor(self, scores: Any, labels: Any) -> None:
+        """Count a torch score tensor with torch kernels on its own device (labels: a tensor or
+        array, copied there); only the compact counts reach the host
+        (:mod:`owsbench.metrics.device_counts`). The counts equal :meth:`update`'s exactly; the
+        same errors, and the counts are unchanged on an error."""
+        import torch
+
+        y = torch.as_tensor(labels).to(scores.device)
+        if tuple(scores.shape) != tuple(y.shape):
+            raise ValueError(f"scores shape {tuple(scores.shape)} != labels shape {tuple(y.shape)}")
+        if scores.dtype.is_complex or scores.dtype == torch.bool:
+            raise ValueError(f"scores must be real numbers, got dtype {scores.dtype}")
+        if y.dtype.is_floating_point or y.dtype.is_complex:
+            raise ValueError(f"labels must be integers (0, 1, 255), got dtype {y.dtype}")
+        keys, void = float_keys(scores), check_anomaly_labels(y)
+        self._allocate(anomaly_blocks(keys, void))
+        counts = anomaly_counts(keys, y, void, self._offset, self._shift, self._block_size)
+        self._flat[: counts.size] += counts
 
     def _add_chunk(self, s: np.ndarray, y: np.ndarray, work: _Work, delta: int) -> None:
         """Validate one (non-empty) chunk and add ``delta`` to the count of each of its pixels."""

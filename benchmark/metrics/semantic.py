@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .device_counts import confusion_counts, is_device_tensor
 from .pixel import as_numpy
 
 _CHUNK = 1 << 16
@@ -55,6 +56,9 @@ class SemanticMetric:
         Raises ValueError (counts unchanged) on a shape mismatch, non-integer inputs, or labels
         other than ``0..K-1`` and ``ignore_index``.
         """
+        if is_device_tensor(pred):
+            self.update_tensor(pred, label)
+            return
         p, g = as_numpy(pred), as_numpy(label)
         if p.shape != g.shape:
             raise ValueError(f"pred shape {p.shape} != label shape {g.shape}")
@@ -66,6 +70,20 @@ class SemanticMetric:
         for start in range(0, p.size, _CHUNK):
             stop = start + _CHUNK
             hist += self._count_chunk(p[start:stop], g[start:stop], cells[: p[start:stop].size])
+        self._hist += hist[:-1].reshape(self._hist.shape)
+
+    def update_tensor(self, pred: Any, label: Any) -> None:
+        """Count a torch class map with torch kernels on its own device (``label``: a tensor or
+        array, copied there; :mod:`owsbench.metrics.device_counts`); the counts equal
+        :meth:`update`'s exactly, with the same errors."""
+        import torch
+
+        g = torch.as_tensor(label).to(pred.device)
+        if tuple(pred.shape) != tuple(g.shape):
+            raise ValueError(f"pred shape {tuple(pred.shape)} != label shape {tuple(g.shape)}")
+        if pred.dtype.is_floating_point or g.dtype.is_floating_point:
+            raise ValueError(f"pred and label must be integers, got {pred.dtype} and {g.dtype}")
+        hist = confusion_counts(pred, g, self.num_classes, self.ignore_index)
         self._hist += hist[:-1].reshape(self._hist.shape)
 
     def _count_chunk(self, p: np.ndarray, g: np.ndarray, cells: np.ndarray) -> np.ndarray:
