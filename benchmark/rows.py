@@ -14,7 +14,8 @@ in order (``ROW_FIELDS``):
   (the dataset whose train split was fitted on), ``split``, ``seed``, ``preset``;
 - what was measured: ``metrics`` (:func:`owsbench.measure.row_metrics`), ``metric_version``,
   ``aggregation``, ``fpr_rule``, ``component_threshold_rule`` (None without component metrics),
-  ``precision`` (the forward's autocast, :mod:`owsbench.precision`), ``frames``, ``anomaly_pixels``, ``inlier_pixels``;
+  ``precision`` (the forward's autocast, :mod:`owsbench.precision`), ``frames``,
+  ``anomaly_pixels``, ``inlier_pixels``;
 - the fits: ``fit_seconds`` (sum over the row's fits, as first fitted), ``fit_cached`` (all came
   from the cache), ``fit_report`` (the fits' reports merged), ``checkpoint_sha256`` (of the first
   fit: the segmenter of a post-hoc method, else the trained method);
