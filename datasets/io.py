@@ -36,11 +36,19 @@ def read_label(path: Path) -> np.ndarray:
 
 def check_values(labels: np.ndarray, allowed: set[int], path: Path) -> None:
     """``BadInput`` naming ``path`` and the first unexpected values when ``labels`` has any."""
-    present = {int(v) for v in np.unique(labels)}
+    present = {int(v) for v in present_values(labels)}
     unexpected = sorted(present - allowed)
     if unexpected:
         shown = ", ".join(map(str, unexpected[:5]))
         raise BadInput(f"{path}: unexpected label values {shown} (allowed: {_ranges(allowed)})")
+
+
+def present_values(labels: np.ndarray) -> np.ndarray:
+    """The distinct values of ``labels``, ascending (``np.unique``; for 8- and 16-bit unsigned
+    labels the non-zero bins of one ``np.bincount``, which is several times faster than a sort)."""
+    if labels.dtype in (np.uint8, np.uint16) and labels.size:
+        return np.flatnonzero(np.bincount(labels.reshape(-1), minlength=1))
+    return np.unique(labels)
 
 
 def check_size(image: np.ndarray, labels: np.ndarray, path: Path) -> None:
