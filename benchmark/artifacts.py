@@ -5,7 +5,8 @@
 - ``samples/<dataset>__<split>__seed<seed>.npz``: the first frames of a split with every
   method's score map (float16), for the qualitative figure; methods evaluated in separate
   groups add their maps to the same file;
-- ``training/<fit>.json``: a fit's training curve (loss and learning rate per step).
+- ``training/<fit>.json``: a fit's training curve (loss and learning rate per step); a
+  reward-tuned fit's names its MLE fit's (``continues``) and starts at its ``step_offset``.
 """
 
 from __future__ import annotations
@@ -47,13 +48,29 @@ def save_samples(out: Path, dataset: str, split: str, seed: int, arrays: dict) -
     return relative
 
 
+def save_training_logs(out: Path, fit: Fit) -> list[str]:
+    """The training curves of ``fit`` and of the fits it continued from (:attr:`Fit.parent`),
+    earliest first, each written once (:func:`save_training_log`)."""
+    chain = [fit]
+    while chain[-1].parent is not None:
+        chain.append(chain[-1].parent)
+    paths = [save_training_log(out, f) for f in reversed(chain)]
+    return [p for p in paths if p is not None]
+
+
 def save_training_log(out: Path, fit: Fit) -> str | None:
     """The fit's training curve, when it has one (statistics-only fits have none): loss and lr
-    per step, the named loss terms (``scalars``) and validation records when the fit has them."""
+    per step, the named loss terms (``scalars``) and validation records when the fit has them.
+    A fit that continued another (``parent``) names the parent's log (``continues``) and the
+    parent's step count (``step_offset``), so its curve is drawn after the parent's."""
     if "train_loss" not in fit.meta:
         return None
     relative = f"training/{fit.meta['kind']}-{fit.meta['sha256'][:16]}.json"
     log = {k: fit.meta[k] for k in ("kind", "train_loss", "lr", "fit_seconds", "recipe")}
     log.update({k: fit.meta[k] for k in ("scalars", "validation") if k in fit.meta})
+    parent = fit.parent
+    if parent is not None and "train_loss" in parent.meta:
+        log["continues"] = f"training/{parent.meta['kind']}-{parent.meta['sha256'][:16]}.json"
+        log["step_offset"] = len(parent.meta["train_loss"])
     atomic_write_text(Path(out) / relative, json.dumps(log))
     return relative

@@ -10,7 +10,9 @@
   :func:`owsbench.artifacts.save_training_log`: ``train_loss``, ``lr`` per step, and where
   present ``scalars`` (name -> per-step values) and ``validation`` (``{"step": s, **metrics}``))
   -> one :class:`FitCurves` per file. Training step ``i`` (1-based) is the ``i``-th entry; a
-  validation record's ``step`` is the number of steps done when it was taken.
+  validation record's ``step`` is the number of steps done when it was taken. A log with a
+  ``step_offset`` (a reward-tuned fit, which ``continues`` its MLE fit's log) has its steps
+  shifted by it, so its curve follows the parent's on the same axis.
 - :func:`import_mmengine_scalars`: MMEngine's ``vis_data/scalars.json`` (LocalVisBackend, one
   JSON object per line) -> a :class:`FitCurves`. Lines with ``mIoU``, ``aAcc`` or ``mAcc`` are
   validation lines; MMSegmentation's ``IoUMetric`` reports its metrics in percent, owsbench in
@@ -113,11 +115,12 @@ def trend(steps: np.ndarray, values: np.ndarray) -> tuple[float, float] | None:
     return float(slope), float(intercept)
 
 
-def _train_rows(fit: str, name: str, values: list[float]) -> list[Curve]:
-    """Per-step values (step ``i`` = the ``i``-th entry, 1-based) as rows, NaNs left out."""
+def _train_rows(fit: str, name: str, values: list[float], offset: int = 0) -> list[Curve]:
+    """Per-step values (step ``offset + i`` = the ``i``-th entry, 1-based) as rows, NaNs left
+    out."""
     return [
         Curve(fit, step, name, float(v))
-        for step, v in enumerate(values, start=1)
+        for step, v in enumerate(values, start=offset + 1)
         if v is not None and math.isfinite(float(v))
     ]
 
@@ -135,10 +138,11 @@ def log_curves(name: str, log: dict) -> FitCurves:
     fit = FitCurves(name)
     per_step = {"loss": log["train_loss"], "lr": log.get("lr") or []}
     per_step.update(log.get("scalars") or {})
+    offset = int(log.get("step_offset", 0))  # a fit continuing its parent's steps
     for name, values in per_step.items():
-        fit.train += _train_rows(fit.fit, name, list(values))
+        fit.train += _train_rows(fit.fit, name, list(values), offset)
     for record in log.get("validation") or []:
-        step = int(record["step"])
+        step = int(record["step"]) + offset
         fit.validation += [
             Curve(fit.fit, step, k, float(v)) for k, v in record.items() if k != "step"
         ]

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from owsbench.artifacts import save_curve, save_samples, save_training_log
+from owsbench.artifacts import save_curve, save_samples, save_training_logs
 from owsbench.catalog import METHODS, SEGMENTERS
 from owsbench.config import apply_overrides
 from owsbench.datasets.base import Dataset
@@ -152,6 +152,8 @@ def fit_segmenter(ctx: JobContext, plan: SegmenterPlan) -> tuple[torch.nn.Module
         recipe["mle_sha256"] = parent.meta["sha256"]
         phase = partial(tune_from, parent)
     model, fit = fit_segmenter_config(ctx, plan.fit.kind, config, recipe, cls, phase)
+    if config.reward_tuning is not None:
+        fit = dataclasses.replace(fit, parent=parent)
     return model.to(ctx.device).eval(), fit
 
 
@@ -373,9 +375,9 @@ class LocalExecutor:
         """Fit, infer, measure and write every row of ``job`` (rows present are replaced)."""
         ctx = self.context(job)
         group, fits = fit_group(ctx)
-        logs = {id(f): save_training_log(self.out, f) for done in fits.values() for f in done if f}
-        training = {  # each fit's log written once (a shared segmenter's too)
-            method_id: [logs[id(f)] for f in done if f and logs[id(f)]]
+        logs = {id(f): save_training_logs(self.out, f) for done in fits.values() for f in done if f}
+        training = {  # each fit's logs written once (a shared segmenter's too)
+            method_id: [path for f in done if f for path in logs[id(f)]]
             for method_id, done in fits.items()
         }
         env = self.environment(ctx.device)

@@ -329,7 +329,8 @@ def fit_curves_figure(
         "records: validation mIoU per validation step. Faint: raw values; solid: exponential "
         f"moving average with weight {smoothing:g} (TensorBoard's debiased smoothing); dashed: "
         "least-squares line over the last half of the validation steps. Labels name the model "
-        "kind, its training data, seed and fit time."
+        "kind, its training data, seed and fit time; a reward-tuned fit's curve continues its "
+        "MLE fit's, from the step that fit ended at."
     )
     validated = any(fit.series("mIoU", validation=True)[0].size for _, fit in fits)
     fig = Figure(figsize=(12 if validated else 9, 4.5), layout="constrained")
@@ -373,6 +374,8 @@ def training_figure(
             notes.problem(f"{log}: {err}")
             continue
         label = f"{data.get('kind', log.stem)} on {row.get('trained_on', row['dataset'])}"
+        tuning = (data.get("recipe") or {}).get("config", {}).get("reward_tuning")
+        label += f" (reward-tuned: {tuning['reward']})" if tuning else ""
         label += f", seed {row['seed']}, {data.get('fit_seconds', float('nan')):.0f} s"
         fits.append((label, fit))
     return fit_curves_figure(fits, path, smoothing, notes.all())

@@ -47,6 +47,7 @@ class Fit:
     state: dict[str, Any]
     meta: dict[str, Any]
     cached: bool
+    parent: Fit | None = None  # the fit this one continued from (a reward-tuned fit's MLE fit)
 
 
 class FitCache:

@@ -12,6 +12,7 @@ import torch
 from dataset_fixtures import TinySplit
 
 from owsbench.config import apply_overrides
+from owsbench.curves import log_curves
 from owsbench.datasets.base import VOID
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext
@@ -149,6 +150,18 @@ def test_a_reward_tuned_run_labels_its_rows_and_reuses_the_mle_fit(tmp_path):
     assert row["segmenter_config"]["reward_tuning"]["samples"] == 2
     fits = sorted(p.name for p in (tmp_path / "cache" / "fits").glob("segmenter-*.pt"))
     assert len(fits) == 2  # the MLE fit and the tuned one, each cached
+    # the row names both training logs, MLE first; the tuned curve continues the MLE one
+    mle_path, tuned_path = row["artifacts"]["training"][:2]
+    mle, tuned = (json.loads((tmp_path / "out" / p).read_text()) for p in (mle_path, tuned_path))
+    assert tuned["continues"] == mle_path and tuned["step_offset"] == len(mle["train_loss"]) == 3
+    curves = log_curves("tuned", tuned)
+    assert curves.series("loss")[0].tolist() == [4.0, 5.0]  # steps 3 + 1, 3 + 2
+    figures = subprocess.run(
+        [sys.executable, "-m", "owsbench", "report", str(tmp_path / "out"), "--figures"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert figures.returncode == 0, figures.stderr[-2000:]
+    assert (tmp_path / "out" / "figures" / "training.png").is_file()
 
 
 def test_ce_and_kl_terms_join_the_objective(tmp_path):
