@@ -14,7 +14,7 @@ from owsbench.training.class_weights import cached_class_stats, weight_tensor
 from owsbench.training.log import TrainLog
 from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.reward import RewardConfig, RewardSupervision, summarise
-from owsbench.training.validation import validation_miou
+from owsbench.training.validation import periodic_validation, validation_miou
 
 TUNING_SEED_OFFSET = 7919  # the tuning phase's streams differ from the MLE phase's
 
@@ -39,8 +39,9 @@ def tune_segmenter(
     """Tune ``model`` (already loaded with its MLE fit) with ``config.reward_tuning``: AdamW,
     one-cycle schedule with the tuning's ``lr`` and ``steps``, the shared augmentation, streams
     seeded from ``context.seed``. Returns the log (loss = the tuning objective; scalars
-    ``policy``, ``reward``, ``reward_var``, ``advantage_var``) and the report: the reward
-    summary and, with a validation split, the validation mIoU before and after."""
+    ``policy``, ``reward``, ``reward_var``, ``advantage_var``; validation mIoU every
+    ``config.validate_every`` tuning steps) and the report: the reward summary and, with a
+    validation split, the validation mIoU before and after."""
     tuning = RewardConfig(**config.reward_tuning)
     seed = context.seed + TUNING_SEED_OFFSET
     weight = reward_weights(model, train, config, tuning, context)
@@ -57,6 +58,8 @@ def tune_segmenter(
     )  # fmt: skip
     loop = Loop(
         recipe, context.device, Streams.seeded(seed), augmentation=config,
+        validate=periodic_validation(model, context, config.batch_size),
+        validate_every=config.validate_every,
         desc=f"reward-tune segmenter ({tuning.reward})", progress=context.progress,
     )  # fmt: skip
     model.to(context.device).train()

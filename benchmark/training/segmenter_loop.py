@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from owsbench.datasets.base import Split
@@ -12,7 +11,7 @@ from owsbench.training.class_weights import cached_class_stats, weight_tensor
 from owsbench.training.log import TrainLog
 from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.supervision import SegmenterSupervision
-from owsbench.training.validation import validation_miou
+from owsbench.training.validation import periodic_validation
 
 
 def run_supervised(
@@ -40,13 +39,7 @@ def run_supervised(
         supervision.set_class_weight(weight)
         report["class_weights"] = [round(float(w), 6) for w in weight]
     supervision.prepare(train, context)
-    validate = None
-    validation = context.validation
-    if validation is not None and len(validation) > 0:
-        validate = partial(
-            validation_miou, model, validation, model.num_classes, config.batch_size,
-            context.device,
-        )  # fmt: skip
+    validate = periodic_validation(model, context, config.batch_size)
     loop = Loop(
         Recipe.of(config),
         context.device,

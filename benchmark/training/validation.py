@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 
 from owsbench.datasets.base import Split
-from owsbench.methods.base import image_batch, iter_batches
+from owsbench.methods.base import FitContext, image_batch, iter_batches
 from owsbench.metrics import SemanticMetric
 from owsbench.training.losses import labels_at
 
@@ -23,8 +26,21 @@ def validation_miou(
             for frame in frames:
                 logits = model(image_batch([frame.image], device)).logits
                 labels = torch.from_numpy(frame.semantic)[None]
-                pred = labels_at(logits.argmax(1).cpu(), labels.shape[-2:])
+                pred = labels_at(logits.max(1).indices.cpu(), labels.shape[-2:])
                 metric.update(pred[0].numpy(), frame.semantic)
     finally:
         model.train()
     return {"mIoU": float(metric.compute()["mIoU"])}
+
+
+def periodic_validation(
+    model: torch.nn.Module, context: FitContext, batch_size: int
+) -> Callable[[], dict[str, float]] | None:
+    """The ``validate`` callable of a fit's :class:`~owsbench.training.loop.Loop`: the
+    :func:`validation_miou` of ``model`` on ``context.validation`` (None without one)."""
+    validation = context.validation
+    if validation is None or len(validation) == 0:
+        return None
+    return partial(
+        validation_miou, model, validation, model.num_classes, batch_size, context.device
+    )
