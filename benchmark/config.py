@@ -65,6 +65,7 @@ CONFIG_FILE_KEYS: dict[str, Any] = {
     "dataset_options": dict[str, dict[str, Any]] | None,
     "supervisions": str | list[str] | None,
     "annotation_costs": dict[str, float] | None,
+    "slurm": dict[str, Any] | None,  # owsbench.slurm.SlurmOptions fields
 }
 
 
