@@ -44,12 +44,20 @@ LAUNCH_OPTIONS = (  # `owsbench run`'s launcher and the SLURM tasks' resources
         help="slurm: follow the tasks to their end (else return after submitting; see "
         "`owsbench status OUT`).",
     ),
-    click.option("--slurm-partition", help="slurm: the partition [the cluster's default]."),
-    click.option("--slurm-time", type=int, help="slurm: time limit of each task, minutes [120]."),
-    click.option("--cpus-per-job", type=int, help="slurm: CPUs (torch threads) per task [1]."),
-    click.option("--gpus-per-job", type=int, help="slurm: GPUs per task [0]."),
-    click.option("--mem-per-job", type=float, help="slurm: memory per task, GB [8]."),
-    click.option("--max-parallel", type=int, help="slurm: tasks of an array run at once [256]."),
+    click.option(
+        "--slurm-partition", metavar="NAME", help="slurm: the partition [the cluster's default]."
+    ),
+    click.option(
+        "--slurm-time", type=int, metavar="MINUTES", help="slurm: time limit of each task [120]."
+    ),
+    click.option(
+        "--cpus-per-job", type=int, metavar="N", help="slurm: CPUs (torch threads) per task [1]."
+    ),
+    click.option("--gpus-per-job", type=int, metavar="N", help="slurm: GPUs per task [0]."),
+    click.option("--mem-per-job", type=float, metavar="GB", help="slurm: memory per task [8]."),
+    click.option(
+        "--max-parallel", type=int, metavar="N", help="slurm: tasks of an array run at once [256]."
+    ),
 )
 SLURM_FLAGS = {  # option name -> SlurmOptions field
     "slurm_partition": "partition",
