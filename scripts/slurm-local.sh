@@ -91,7 +91,12 @@ pid_of() {
     [ -d "/proc/$pid" ] && [ "$(cat "/proc/$pid/comm")" = "$1" ] && echo "$pid"
 }
 
-answers() { timeout 20 srun --quiet -N1 -t 1 hostname >/dev/null 2>&1; }
+# whether `srun hostname` answers (not asked without our config and controller: SLURM would
+# retry its connection, or look for a controller in DNS, which can take minutes offline)
+answers() {
+    [ -s "$CONF" ] && pid_of slurmctld >/dev/null &&
+        timeout 20 srun --quiet -N1 -t 1 hostname >/dev/null 2>&1
+}
 
 start() {
     install_missing
@@ -136,8 +141,10 @@ status() {
     for name in munged slurmctld slurmd; do
         if pid=$(pid_of "$name"); then echo "$name: running (pid $pid)"; else echo "$name: not running"; ok=1; fi
     done
+    if [ ! -s "$CONF" ]; then echo "config: none at $CONF (run: $0 start)"; return 1; fi
     echo "config: $CONF"
-    sinfo 2>&1 || ok=1
+    [ "$ok" -eq 0 ] || return 1
+    timeout 20 sinfo 2>&1 || ok=1
     if answers; then echo "srun hostname: $(srun --quiet -N1 -t 1 hostname)"; else echo "srun hostname: no answer"; ok=1; fi
     return $ok
 }

@@ -128,9 +128,12 @@ class Flaky(Method):
 
 
 def flaky_task(*args: Any) -> int:
-    """:func:`owsbench.worker.run_task` with Flaky registered in the task's process."""
-    if "flaky" not in METHODS:
-        METHODS.register_object("flaky", Flaky, Flaky.summary)
+    """:func:`owsbench.worker.run_task` with Flaky registered in the task's process (the
+    registry imported there: a global would travel as a copy)."""
+    from owsbench.catalog import METHODS as registry
+
+    if "flaky" not in registry:
+        registry.register_object("flaky", Flaky, Flaky.summary)
     return run_task(*args)
 
 
