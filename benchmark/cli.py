@@ -287,21 +287,19 @@ def _run_config(config: RunConfig, jobs_dir: Path | None, executor=None) -> None
         return
     _make_dir(config.out, "output folder")
     rows = runner.run()
-    if executor is not None and _slurm_outcome(executor, config.out):
+    if executor is not None and _slurm_submitted(executor, config.out):
         return
     write_leaderboard(rows, config.out)
     click.echo(markdown(rows))
     click.echo(
         f"results: {config.out / 'results.jsonl'}  leaderboard: {config.out / 'leaderboard.md'}"
     )
+    _exit_if_failed(runner.executor)
     _exit_if_dropped(runner.executor.dropped)
 
 
-def _slurm_outcome(executor, out: Path) -> bool:
-    """Say what a SLURM run submitted; whether to stop there (``--no-wait``). Exits 1 after
-    the table of failed tasks and their log tails."""
-    from owsbench.job_index import log_tail
-
+def _slurm_submitted(executor, out: Path) -> bool:
+    """Say what a SLURM run submitted; whether to stop there (``--no-wait``)."""
     stages = [r.stage for r in executor.submitted]
     click.echo(
         f"submitted {len(stages)} SLURM tasks ({stages.count('fit')} fit, "
@@ -310,16 +308,22 @@ def _slurm_outcome(executor, out: Path) -> bool:
     )
     if not executor.wait:
         click.echo(f"follow them with: owsbench status {out}")
-        return True
-    if executor.failed:
-        click.echo(f"{len(executor.failed)} SLURM task(s) failed:", err=True)
-        click.echo(_task_table(executor.failed), err=True)
-        for task in executor.failed:
-            click.echo(f"--- {task.slurm_id} ({task.what}): {task.stderr}", err=True)
-            click.echo("\n".join("    " + line for line in log_tail(task)), err=True)
-        click.echo("fix and rerun: only the failed jobs are submitted again", err=True)
-        sys.exit(1)
-    return False
+    return not executor.wait
+
+
+def _exit_if_failed(executor) -> None:
+    """Exit 1 after a table of the SLURM tasks that failed and the tail of each one's log."""
+    from owsbench.job_index import log_tail
+
+    if not getattr(executor, "failed", None):
+        return
+    click.echo(f"{len(executor.failed)} SLURM task(s) failed:", err=True)
+    click.echo(_task_table(executor.failed), err=True)
+    for task in executor.failed:
+        click.echo(f"--- {task.slurm_id} ({task.what}): {task.stderr}", err=True)
+        click.echo("\n".join("    " + line for line in log_tail(task)), err=True)
+    click.echo("fix and rerun: only the failed jobs are submitted again", err=True)
+    sys.exit(1)
 
 
 def _task_table(records) -> str:

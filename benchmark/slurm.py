@@ -19,6 +19,7 @@ the jobs with a row missing from ``OUT/results.jsonl`` and no task pending or ru
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -85,7 +86,8 @@ class SlurmExecutor:
     submitting). ``cluster``: submitit's executor (``slurm``; ``local`` runs the tasks as
     processes of this machine, for tests); ``task``: the function each task runs
     (:func:`owsbench.worker.run_task`). After ``run``: ``submitted`` (the new tasks), ``failed``
-    (the run's tasks that failed), ``dropped`` (empty: a task with dropped rows fails).
+    (the last tasks of the jobs with a row still missing, where they failed), ``dropped``
+    (empty: a task with dropped rows fails).
     """
 
     def __init__(
@@ -114,12 +116,13 @@ class SlurmExecutor:
         store, active = ResultsStore(self.out), index.active_jobs()
         todo = [j for j in jobs if j.id not in active and not all(map(store.has, j.rows))]
         self.submitted = self.submit(index, todo) if todo else []
-        ids = {job.id for job in jobs}
         if self.wait:
-            self.follow(index, ids)
-        self.failed = [r for r in index.latest() if r.job in ids and r.state == "failed"]
+            self.follow(index, {job.id for job in jobs})
+        store = ResultsStore(self.out)
+        short = {job.id for job in jobs if not all(map(store.has, job.rows))}
+        self.failed = [r for r in index.latest() if r.job in short and r.state == "failed"]
         wanted = {key for job in jobs for key in job.rows}
-        return [row for row in ResultsStore(self.out).rows if row_key(row) in wanted]
+        return [row for row in store.rows if row_key(row) in wanted]
 
     def submit(self, index: JobIndex, jobs: Sequence[Job]) -> list[TaskRecord]:
         """The fit array (when some fit is shared), then the eval array after it; recorded."""
@@ -147,9 +150,10 @@ class SlurmExecutor:
                 [stage == "fit"] * count,
                 [self.options.cpus_per_job] * count,
             )
-        except Exception as err:  # sbatch refused: no controller, bad partition, ...
+        except (OSError, RuntimeError) as err:  # sbatch refused: no config, bad partition, ...
             message = str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
-            raise BadInput(f"cannot submit the {stage} array to SLURM: {message}") from None
+            hint = "" if "SLURM_CONF" in os.environ else " (is $SLURM_CONF set?)"
+            raise BadInput(f"cannot submit the {stage} array to SLURM: {message}{hint}") from None
         pairs = zip(jobs, tasks, strict=True)
         records = [record(job, task, stage, self.cluster) for job, task in pairs]
         index.records.extend(records)

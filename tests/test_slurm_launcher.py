@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from slurm_toys import toy_job, toy_task
 
-from owsbench.cli import _slurm_outcome, main
+from owsbench.cli import _exit_if_failed, _slurm_submitted, main
 from owsbench.job_index import JobIndex, TaskRecord, counts, merge_rows, task_state
 from owsbench.results import read_rows
 from owsbench.slurm import SlurmExecutor, SlurmOptions, fit_stage
@@ -84,8 +84,9 @@ def test_a_failed_task_leaves_the_other_rows_and_a_rerun_submits_only_it(tmp_pat
     rows = executor.run(jobs)
     assert sorted(row["seed"] for row in rows) == [0, 2]
     assert [r.job for r in executor.failed] == [jobs[1].id]
+    assert _slurm_submitted(executor, tmp_path) is False
     with pytest.raises(SystemExit) as exit_:
-        _slurm_outcome(executor, tmp_path)
+        _exit_if_failed(executor)
     assert exit_.value.code == 1
     err = capsys.readouterr().err
     assert "1 SLURM task(s) failed" in err and "toy failure of seed 1" in err
@@ -115,7 +116,7 @@ def test_no_wait_returns_after_submitting(tmp_path):
     executor = local_executor(tmp_path, wait=False)
     executor.run([toy_job(0, tmp_path)])
     assert len(executor.submitted) == 1
-    assert _slurm_outcome(executor, tmp_path) is True
+    assert _slurm_submitted(executor, tmp_path) is True
 
 
 def test_status_lists_the_tasks(tmp_path, capsys):
