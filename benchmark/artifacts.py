@@ -4,7 +4,8 @@
   from which PR and ROC curves are drawn without raw pixels;
 - ``samples/<dataset>__<split>__seed<seed>.npz``: the first frames of a split with every
   method's score map (float16), for the qualitative figure; methods evaluated in separate
-  groups add their maps to the same file;
+  groups add their maps to the same file (under a file lock, ``<file>.lock``, so that groups
+  evaluated at once by SLURM tasks keep each other's maps);
 - ``training/<fit>.json``: a fit's training curve (loss and learning rate per step); a
   reward-tuned fit's names its MLE fit's (``continues``) and starts at its ``step_offset``.
 """
@@ -16,6 +17,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from owsbench.cache import atomic_write_bytes, atomic_write_text
 from owsbench.fits import Fit
@@ -40,11 +42,13 @@ def save_samples(out: Path, dataset: str, split: str, seed: int, arrays: dict) -
         return None
     relative = f"samples/{dataset}__{split}__seed{seed}.npz"
     path = Path(out) / relative
-    if path.exists():
-        with np.load(path) as existing:
-            if np.array_equal(existing["frame_ids"], arrays["frame_ids"]):
-                arrays = {**{k: existing[k] for k in existing.files}, **arrays}
-    _write_npz(path, arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if path.exists():
+            with np.load(path) as existing:
+                if np.array_equal(existing["frame_ids"], arrays["frame_ids"]):
+                    arrays = {**{k: existing[k] for k in existing.files}, **arrays}
+        _write_npz(path, arrays)
     return relative
 
 

@@ -32,6 +32,49 @@ AGGREGATION_OPTION = _choice_option(
     ("pooled", "per-image"),
     "Pixel metrics pooled over the split, or per-image means (Hendrycks CAOS).",
 )
+LAUNCH_OPTIONS = (  # `owsbench run`'s launcher and the SLURM tasks' resources
+    _choice_option(
+        "--launcher",
+        ("local", "slurm"),
+        "Run the jobs in this process, or submit them as SLURM job arrays (submitit).",
+    ),
+    click.option(
+        "--wait/--no-wait",
+        default=True,
+        help="slurm: follow the tasks to their end (else return after submitting; see "
+        "`owsbench status OUT`).",
+    ),
+    click.option(
+        "--slurm-partition", metavar="NAME", help="slurm: the partition [the cluster's default]."
+    ),
+    click.option(
+        "--slurm-time", type=int, metavar="MINUTES", help="slurm: time limit of each task [120]."
+    ),
+    click.option(
+        "--cpus-per-job", type=int, metavar="N", help="slurm: CPUs (torch threads) per task [1]."
+    ),
+    click.option("--gpus-per-job", type=int, metavar="N", help="slurm: GPUs per task [0]."),
+    click.option("--mem-per-job", type=float, metavar="GB", help="slurm: memory per task [8]."),
+    click.option(
+        "--max-parallel", type=int, metavar="N", help="slurm: tasks of an array run at once [256]."
+    ),
+)
+SLURM_FLAGS = {  # option name -> SlurmOptions field
+    "slurm_partition": "partition",
+    "slurm_time": "time",
+    "cpus_per_job": "cpus_per_job",
+    "gpus_per_job": "gpus_per_job",
+    "mem_per_job": "mem_per_job",
+    "max_parallel": "max_parallel",
+}
+
+
+def _launch_options(command):
+    for option in reversed(LAUNCH_OPTIONS):
+        command = option(command)
+    return command
+
+
 FPR_RULE_OPTION = _choice_option(
     "--fpr-rule",
     ("first", "nearest"),
@@ -164,6 +207,7 @@ def list_cmd(what: str) -> None:
     type=click.Path(path_type=Path),
     help="Only plan: write each job to DIR/<job id>.json (for `owsbench run-job`) and stop.",
 )
+@_launch_options
 def run(
     methods: str | None,
     datasets: str | None,
@@ -184,11 +228,14 @@ def run(
     workers: int | None,
     progress: bool,
     write_jobs: Path | None,
+    **launch,
 ) -> None:
     """Fit and evaluate METHODS on DATASETS; write OUT/results.jsonl and the leaderboard.
 
     Options given on the command line override the config file. A rerun reuses cached fits
-    and skips rows already in OUT/results.jsonl.
+    and skips rows already in OUT/results.jsonl. With --launcher slurm each job is a SLURM
+    task (resources from the options or the config file's `slurm:` section); failed tasks are
+    listed with their log tails (exit 1) and a rerun submits only the jobs with rows missing.
     """
     from owsbench.cache import user_cache_dir
     from owsbench.config import RunConfig, get_preset, load_config_file, parse_seeds, split_ids
@@ -220,7 +267,7 @@ def run(
         precision=precision or file.get("precision", "fp32"),
         workers=_workers(workers if workers is not None else file.get("workers")),
     )
-    _run_config(config, write_jobs)
+    _run_config(config, write_jobs, _executor(launch, file.get("slurm") or {}, config))
 
 
 def _workers(value: int | None) -> int | None:
@@ -230,14 +277,31 @@ def _workers(value: int | None) -> int | None:
     return value
 
 
-def _run_config(config: RunConfig, jobs_dir: Path | None) -> None:
+def _executor(launch: dict, section: dict, config: RunConfig):
+    """The SLURM executor of ``launch`` (the launcher options) over the config file's ``slurm:``
+    ``section``; None for the local launcher (``BadInput`` when SLURM options are given)."""
+    given = {SLURM_FLAGS[k]: v for k, v in launch.items() if k in SLURM_FLAGS and v is not None}
+    if launch["launcher"] == "local":
+        if given or not launch["wait"]:
+            flag = "--no-wait" if not given else "--" + next(iter(given)).replace("_", "-")
+            raise BadInput(f"{flag} applies to --launcher slurm only")
+        return None
+    from owsbench.config import apply_overrides
+    from owsbench.slurm import SlurmExecutor, SlurmOptions
+
+    options = apply_overrides(SlurmOptions(), {**section, **given}, "slurm")
+    return SlurmExecutor(config.out, options, wait=launch["wait"], progress=config.progress)
+
+
+def _run_config(config: RunConfig, jobs_dir: Path | None, executor=None) -> None:
     """Validate ``config`` (every id, split and the device) before any heavy work; then write
-    its planned jobs to ``jobs_dir``, or run them and print the leaderboard."""
+    its planned jobs to ``jobs_dir``, or run them (in this process, or with ``executor``) and
+    print the leaderboard."""
     from owsbench.cache import atomic_write_text
     from owsbench.report import markdown, write_leaderboard
     from owsbench.runner import Runner
 
-    runner = Runner(config)
+    runner = Runner(config, executor)
     if jobs_dir is not None:
         _make_dir(jobs_dir, "jobs folder")
         jobs = runner.plan()
@@ -248,12 +312,54 @@ def _run_config(config: RunConfig, jobs_dir: Path | None) -> None:
         return
     _make_dir(config.out, "output folder")
     rows = runner.run()
+    if executor is not None and _slurm_submitted(executor, config.out):
+        return
     write_leaderboard(rows, config.out)
     click.echo(markdown(rows))
     click.echo(
         f"results: {config.out / 'results.jsonl'}  leaderboard: {config.out / 'leaderboard.md'}"
     )
+    _exit_if_failed(runner.executor)
     _exit_if_dropped(runner.executor.dropped)
+
+
+def _slurm_submitted(executor, out: Path) -> bool:
+    """Say what a SLURM run submitted; whether to stop there (``--no-wait``)."""
+    stages = [r.stage for r in executor.submitted]
+    click.echo(
+        f"submitted {len(stages)} SLURM tasks ({stages.count('fit')} fit, "
+        f"{stages.count('eval')} eval); jobs index: {out / 'slurm' / 'jobs.json'}",
+        err=True,
+    )
+    if not executor.wait:
+        click.echo(f"follow them with: owsbench status {out}")
+    return not executor.wait
+
+
+def _exit_if_failed(executor) -> None:
+    """Exit 1 after a table of the SLURM tasks that failed and the tail of each one's log."""
+    from owsbench.job_index import log_tail
+
+    if not getattr(executor, "failed", None):
+        return
+    click.echo(f"{len(executor.failed)} SLURM task(s) failed:", err=True)
+    click.echo(_task_table(executor.failed), err=True)
+    for task in executor.failed:
+        click.echo(f"--- {task.slurm_id} ({task.what}): {task.stderr}", err=True)
+        click.echo("\n".join("    " + line for line in log_tail(task)), err=True)
+    click.echo("fix and rerun: only the failed jobs are submitted again", err=True)
+    sys.exit(1)
+
+
+def _task_table(records) -> str:
+    """One line per task: SLURM id, stage, state, what it runs, its log."""
+    header = ("slurm id", "stage", "state", "job", "log")
+    lines = [(r.slurm_id, r.stage, r.state, r.what, r.stderr) for r in records]
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(4)]
+    return "\n".join(
+        "  ".join(line[i].ljust(widths[i]) for i in range(4)) + "  " + line[4]
+        for line in [header, *lines]
+    )
 
 
 def _exit_if_dropped(dropped: list[str]) -> None:
@@ -306,6 +412,26 @@ def run_job(
     done = "executed" if executor.executed else "nothing to do (all rows present)"
     click.echo(f"job {job.id}: {done}; {len(rows)} rows in {out / 'results.jsonl'}")
     _exit_if_dropped(executor.dropped)
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path))
+def status(out: Path) -> None:
+    """List the SLURM tasks of the run in OUT (`owsbench run --launcher slurm`): state (pending,
+    running, done, failed), what each runs and its log.
+
+    States come from submitit's result files and squeue; the rows of finished tasks are merged
+    into OUT/results.jsonl (so `owsbench report OUT` sees them after a --no-wait run).
+    """
+    from owsbench.job_index import JobIndex, counts
+
+    index = JobIndex(out)
+    if not index.records:
+        raise BadInput(f"no SLURM jobs index in {out} (run with --launcher slurm)")
+    records = index.refresh()
+    click.echo(_task_table(records))
+    found = counts(records)
+    click.echo(", ".join(f"{n} {state}" for state, n in found.items()))
 
 
 def _id_list(option: str | None, file: dict, key: str) -> list[str] | None:

@@ -67,6 +67,7 @@ CONFIG_FILE_KEYS: dict[str, Any] = {
     "annotation_costs": dict[str, float] | None,
     "precision": Literal["fp32", "bf16", "fp16"],
     "workers": int,
+    "slurm": dict[str, Any] | None,  # owsbench.slurm.SlurmOptions fields
 }
 
 

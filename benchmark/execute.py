@@ -288,8 +288,10 @@ class LocalExecutor:
     """Runs jobs in this process into ``out`` (see the module docstring).
 
     ``device``, ``data_root`` and ``cache_dir`` replace the job's settings when given;
-    ``datasets`` shares opened datasets with the planner. ``executed`` lists the ids of the jobs
-    run so far. Torch uses every CPU core unless ``$OMP_NUM_THREADS`` is set.
+    ``datasets`` shares opened datasets with the planner; ``store`` holds the rows (default
+    ``OUT/results.jsonl``; a SLURM task's is its job's own, :mod:`owsbench.worker`).
+    ``executed`` lists the ids of the jobs run so far. Torch uses every CPU core unless
+    ``$OMP_NUM_THREADS`` is set.
     """
 
     def __init__(
@@ -300,12 +302,13 @@ class LocalExecutor:
         data_root: Path | None = None,
         cache_dir: Path | None = None,
         datasets: Datasets | None = None,
+        store: ResultsStore | None = None,
     ) -> None:
         self.out = Path(out)
         self.progress = progress
         self.device, self.data_root, self.cache_dir = device, data_root, cache_dir
         self.datasets = datasets or Datasets(progress)
-        self.store = ResultsStore(self.out)
+        self.store = store or ResultsStore(self.out)
         self.executed: list[str] = []
         self.dropped: list[str] = []  # one message per row not written (non-finite outputs)
         self._env: dict[str, dict[str, Any]] = {}
@@ -370,6 +373,10 @@ class LocalExecutor:
         tqdm.write(message, file=sys.stderr)
         self.dropped.append(message)
         return True
+
+    def fit(self, job: Job) -> None:
+        """Fit (or find in the cache) every model of ``job``; evaluate nothing."""
+        fit_group(self.context(job))
 
     def execute(self, job: Job) -> None:
         """Fit, infer, measure and write every row of ``job`` (rows present are replaced)."""

@@ -1,5 +1,6 @@
-"""The runner: a ``RunConfig`` planned into jobs (:mod:`owsbench.plan`) and executed in this
-process (:class:`owsbench.execute.LocalExecutor`).
+"""The runner: a ``RunConfig`` planned into jobs (:mod:`owsbench.plan`) and executed (in this
+process by :class:`owsbench.execute.LocalExecutor`, or as SLURM tasks by
+:class:`owsbench.slurm.SlurmExecutor`).
 
 For each eval dataset and seed, post-hoc methods are grouped by the segmenter they sit on
 (``NAME@SEGMENTER``; default ``deeplabv3plus``); each trained method is a group of its own. Each
@@ -15,23 +16,26 @@ from typing import Any
 
 from owsbench import plan as planning
 from owsbench.config import MethodSpec, RunConfig
-from owsbench.execute import LocalExecutor, resolve_device
+from owsbench.execute import Executor, LocalExecutor, resolve_device
 from owsbench.plan import Datasets, Job
 
 
 class Runner:
-    """Runs one ``RunConfig``: ``run()`` = ``plan()`` + ``LocalExecutor.run``.
+    """Runs one ``RunConfig``: ``run()`` = ``plan()`` + ``executor.run`` (default a
+    ``LocalExecutor`` into ``config.out``; ``owsbench.slurm.SlurmExecutor`` for SLURM).
 
     The constructor validates the config (``BadInput`` for unknown ids, a segmenter named for a
     trained method, unknown splits, an unavailable device) without touching any data.
     """
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, executor: Executor | None = None) -> None:
         self.config = config
         self.specs = planning.validate(config)
         self.device = resolve_device(config.device)
         self.datasets = Datasets(config.progress)
-        self.executor = LocalExecutor(config.out, config.progress, datasets=self.datasets)
+        self.executor = executor or LocalExecutor(
+            config.out, config.progress, datasets=self.datasets
+        )
 
     def plan(self) -> list[Job]:
         """The run's jobs (datasets are opened and prepared; nothing is fitted)."""
