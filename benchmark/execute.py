@@ -60,6 +60,7 @@ from owsbench.plan import (
     Job,
     MethodPlan,
     SegmenterPlan,
+    fit_config,
     jsonable,
     row_key_of,
 )
@@ -200,12 +201,40 @@ def fit_method(
     recipe, seed = dict(plan.fit.recipe), ctx.job.seed
     if cls.shares_segmenter:
         recipe["segmenter_sha256"], seed = segmenter_fit.meta["sha256"], None
+    if cls.tuning_stage and config.reward_tuning is not None:
+        return fit_tuned_method(ctx, plan.fit.kind, cls, config, recipe, seed)
 
     def train(method: Method) -> dict[str, Any]:
         method.fit(ctx.train.split("train"), ctx.fit_context)
         return method.fit_meta()
 
     return fit_or_load(ctx.cache, plan.fit.kind, recipe, build, train, seed)
+
+
+def fit_tuned_method(
+    ctx: JobContext, kind: str, cls: type, config: Any, recipe: dict[str, Any], seed: int
+) -> tuple[Method, Fit]:
+    """A trained method with ``reward_tuning``: its fit without it (cached on its own, shared
+    with runs that do not tune), then ``tune`` on that state; the tuned fit's recipe holds the
+    MLE checkpoint's ``mle_sha256`` and the returned fit names it as its ``parent``."""
+    train = ctx.train.split("train")
+    mle = dataclasses.replace(config, reward_tuning=None)
+
+    def fit(method: Method) -> dict[str, Any]:
+        method.fit(train, ctx.fit_context)
+        return method.fit_meta()
+
+    mle_recipe = {**recipe, "config": jsonable(fit_config(cls, mle))}
+    _, parent = fit_or_load(ctx.cache, kind, mle_recipe, partial(cls, mle), fit, seed)
+
+    def tune(method: Method) -> dict[str, Any]:
+        method.load_state_dict(parent.state)
+        method.tune(train, ctx.fit_context)
+        return method.fit_meta()
+
+    recipe = {**recipe, "mle_sha256": parent.meta["sha256"]}
+    method, tuned = fit_or_load(ctx.cache, kind, recipe, partial(cls, config), tune, seed)
+    return method, dataclasses.replace(tuned, parent=parent)
 
 
 def fit_group(ctx: JobContext) -> tuple[ModelGroup, dict[str, list[Fit | None]]]:

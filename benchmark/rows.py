@@ -106,12 +106,14 @@ def method_label_of(method_id: str, supervision: str) -> str:
 
 def method_label(row: dict[str, Any]) -> str:
     """How tables and figures name the row's method (:func:`method_label_of` of its id and
-    regime), with ``[reward R]`` when its segmenter was reward-tuned on reward ``R`` and
+    regime), with ``[reward R]`` when its segmenter (or the trained method itself) was
+    reward-tuned on reward ``R`` and
     ``[bf16]`` / ``[fp16]`` when it was evaluated below fp32."""
     label = method_label_of(row["method"], row_supervision(row))
     tuning = (row.get("segmenter_config") or {}).get("reward_tuning")
+    tuning = tuning or (row.get("method_config") or {}).get("reward_tuning")
     if tuning:
-        label = f"{label} [reward {tuning['reward']}]"
+        label = f"{label} [reward {tuning.get('reward', 'miou')}]"
     precision = row.get("precision") or "fp32"
     return label if precision == "fp32" else f"{label} [{precision}]"
 

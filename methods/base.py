@@ -72,8 +72,10 @@ class Method(ABC):
     Declared properties the runner reads: ``shares_segmenter`` (post-hoc: scored from a shared
     segmenter's forward pass; else the method owns its model and its config takes the preset's
     training sizes), ``inference_fields`` (config fields that only change inference: left out of
-    the fit's cache key, so trying another value reuses the checkpoint) and ``preset_values``
-    (per preset name, config values of this class and its subclasses, e.g. the paper recipe).
+    the fit's cache key, so trying another value reuses the checkpoint), ``preset_values``
+    (per preset name, config values of this class and its subclasses, e.g. the paper recipe) and
+    ``tuning_stage`` (its config has a ``reward_tuning`` field: when set, the runner fits the
+    method without it (cached on its own), loads that fit and calls ``tune``).
     """
 
     name: ClassVar[str]
@@ -82,6 +84,7 @@ class Method(ABC):
     summary: ClassVar[str] = ""
     inference_fields: ClassVar[tuple[str, ...]] = ()
     preset_values: ClassVar[dict[str, dict[str, Any]]] = {}
+    tuning_stage: ClassVar[bool] = False
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -98,6 +101,11 @@ class Method(ABC):
 
     def fit(self, train: Split, ctx: FitContext) -> None:  # noqa: B027 - optional hook
         """Fit on the training split; the default does nothing."""
+
+    def tune(self, train: Split, ctx: FitContext) -> None:
+        """The reward-tuning stage of a fitted method (``tuning_stage``); sets ``train_log``
+        and ``fit_report`` like ``fit``."""
+        raise NotImplementedError(f"{self.name} has no tuning stage")
 
     @abstractmethod
     def predict(self, images: torch.Tensor) -> Prediction:

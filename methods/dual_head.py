@@ -44,6 +44,7 @@ not COCO objects; random init instead of ImageNet weights (offline, CPU budget).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
@@ -54,6 +55,7 @@ from segmentation_models_pytorch.base.modules import Conv2dReLU
 from torch import nn
 
 from owsbench.checks import Range
+from owsbench.config import apply_overrides
 from owsbench.datasets.base import Frame, Split
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, Method, Prediction
@@ -69,6 +71,8 @@ from owsbench.segmenters.smp_models import SmpSegmenter
 from owsbench.training.batches import Batch, check_label_range
 from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.losses import labels_at, masked_bce, semantic_ce
+from owsbench.training.reward import AnomalyRewardSupervision, RewardConfig, summarise
+from owsbench.training.reward_tuning import TUNING_SEED_OFFSET
 from owsbench.training.supervision import Supervision
 
 
@@ -99,6 +103,29 @@ class DualHeadConfig(PasteFields):
     # losses
     anomaly_weight: Annotated[float, Range(ge=0)] = 1.0  # w_anom
     pos_weight: Annotated[float, Range(gt=0)] = 10.0  # BCE weight of anomaly pixels (section 7: 10)
+    # a REINFORCE stage on the anomaly-ap reward after the MLE fit (RewardConfig's fields)
+    reward_tuning: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        """``BadInput`` unless ``reward_tuning`` is a valid ``anomaly-ap`` tuning stage (the
+        only reward of the anomaly head; KL to the MLE model is for softmax outputs)."""
+        tuning = self.tuning()
+        if tuning is None:
+            return
+        if tuning.reward != "anomaly-ap" or tuning.kl_weight > 0:
+            raise BadInput(
+                "dual-head.reward_tuning tunes the anomaly head: reward must be anomaly-ap and "
+                f"kl_weight 0 (got reward {tuning.reward}, kl_weight {tuning.kl_weight:g})"
+            )
+        # every field, so the fit key, rows and labels say exactly what ran
+        object.__setattr__(self, "reward_tuning", dataclasses.asdict(tuning))
+
+    def tuning(self) -> RewardConfig | None:
+        """``reward_tuning`` over the defaults of ``RewardConfig`` (reward ``anomaly-ap``)."""
+        if self.reward_tuning is None:
+            return None
+        values = {"reward": "anomaly-ap", **self.reward_tuning}
+        return apply_overrides(RewardConfig(), values, "dual-head.reward_tuning")
 
     def segmenter_config(self) -> SegmenterConfig:
         return SegmenterConfig(
@@ -165,6 +192,7 @@ class DualHead(Method):
 
     name: ClassVar[str] = "dual-head"
     Config: ClassVar[type] = DualHeadConfig
+    tuning_stage: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "DeepLabV3+ with a semantic head and a binary anomaly head trained jointly on "
         "outlier-exposure pastes (CE + weighted BCE); anomaly = sigmoid(anomaly logit)"
@@ -192,6 +220,48 @@ class DualHead(Method):
         }
         terms["total"] = terms["sem"] + self.config.anomaly_weight * terms["anom"]
         return terms
+
+    def tune(self, train: Split, ctx: FitContext) -> None:
+        """The ``reward_tuning`` stage on the fitted model (``anomaly-ap`` REINFORCE on the
+        training split's outlier-exposure pastes; ``owsbench.training.reward``); the report
+        holds the reward summary."""
+        cfg: DualHeadConfig = self.config
+        tuning = cfg.tuning()
+        objective = DualHeadObjective(self, require_source("dual-head", ctx.outlier_source))
+        seed = ctx.seed + TUNING_SEED_OFFSET
+        supervision = AnomalyRewardSupervision(
+            objective, self.anomaly_terms, tuning, seed, ctx.device
+        )
+        recipe = Recipe(
+            steps=tuning.steps, batch_size=tuning.batch_size, lr=tuning.lr,
+            weight_decay=cfg.weight_decay, warmup_fraction=tuning.warmup_fraction,
+        )  # fmt: skip
+        streams = Streams(
+            order=np.random.default_rng(seed),
+            batch=np.random.default_rng([seed, 1]),
+            augment=torch.Generator().manual_seed(seed),
+        )
+        loop = Loop(
+            recipe, ctx.device, streams, augmentation=cfg, progress=ctx.progress,
+            desc="reward-tune dual-head (anomaly-ap)",
+        )  # fmt: skip
+        self.model.to(ctx.device).train()
+        self.train_log = loop.run(self.model.parameters(), train, supervision)
+        self.model.eval()
+        self.fit_report = {"reward": tuning.reward, "baseline": tuning.baseline}
+        self.fit_report.update(summarise(self.train_log.scalars))
+
+    def anomaly_terms(
+        self, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The anomaly logit, its outlier-exposure target and the MLE loss terms of ``batch``."""
+        logits, anomaly_logit = self.model(batch.images)
+        labels = labels_at(batch.labels, logits.shape[-2:])
+        return (
+            anomaly_logit,
+            split_outlier_labels(labels)[1],
+            self.losses(logits, anomaly_logit, labels),
+        )
 
     def fit(self, train: Split, ctx: FitContext) -> None:
         cfg: DualHeadConfig = self.config

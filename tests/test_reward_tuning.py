@@ -23,6 +23,7 @@ from owsbench.training.reward import (
     RewardConfig,
     RewardSupervision,
     baselines,
+    binary_ap,
     gumbel_samples,
     reward_of,
 )
@@ -172,3 +173,50 @@ def test_ce_and_kl_terms_join_the_objective(tmp_path):
     log, _ = tune_segmenter(model, TinySplit(), config, context)
     # the total is the policy term plus a positive CE (KL is 0 at the first step: same model)
     assert log.loss[0] > log.scalars["policy"][0]
+
+
+def test_binary_ap_is_sklearns_average_precision_of_a_binary_map():
+    from sklearn.metrics import average_precision_score
+
+    g = torch.Generator().manual_seed(3)
+    target = (torch.rand(20, 30, generator=g) < 0.1).to(torch.uint8)
+    target[:2] = VOID
+    samples = (
+        torch.rand(5, 20, 30, generator=g) < torch.tensor([0.0, 0.05, 0.3, 0.9, 1.0])[:, None, None]
+    )
+    valid = target != VOID
+    expected = [
+        average_precision_score(target[valid].numpy(), sample[valid].numpy().astype(float))
+        for sample in samples
+    ]
+    got = binary_ap(samples, target).tolist()
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert binary_ap(samples, torch.zeros(20, 30, dtype=torch.uint8)).tolist() == [0.0] * 5
+
+
+def test_a_reward_tuned_dual_head_reuses_its_plain_fit(tmp_path):
+    base = "method_configs: {dual-head: {steps: 3, batch_size: 2%s}}\n"
+    tuned = base % ", reward_tuning: {steps: 2, samples: 2, batch_size: 2}"
+
+    def run(name: str, text: str) -> subprocess.CompletedProcess:
+        (tmp_path / f"{name}.yaml").write_text(text)
+        args = [
+            sys.executable, "-m", "owsbench", "run", "--preset", "quick", "--methods",
+            "dual-head", "--config", str(tmp_path / f"{name}.yaml"), "--no-progress",
+            "--out", str(tmp_path / name), "--data-root", str(tmp_path / "data"),
+            "--cache-dir", str(tmp_path / "cache"),
+        ]  # fmt: skip
+        return subprocess.run(args, capture_output=True, text=True, check=False)
+
+    result = run("tuned", tuned)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "dual-head [reward anomaly-ap]" in result.stdout
+    row = json.loads((tmp_path / "tuned" / "results.jsonl").read_text().splitlines()[0])
+    report = row["fit_report"]
+    assert report["reward"] == "anomaly-ap" and 0 <= report["reward_last_steps"] <= 1
+    assert row["method_config"]["reward_tuning"]["samples"] == 2
+    assert len(row["artifacts"]["training"]) == 2  # the MLE fit's log, then the tuned one's
+    assert run("plain", base % "").returncode == 0
+    assert len(list((tmp_path / "cache" / "fits").glob("method-dual-head-*.pt"))) == 2
+    bad = run("bad", base % ", reward_tuning: {reward: miou}")
+    assert bad.returncode == 2 and "anomaly-ap" in bad.stderr.strip().splitlines()[-1]

@@ -19,13 +19,23 @@ with ``p_mle`` the softmax of the frozen MLE model the tuning starts from. The r
 - ``class-weighted-miou``: ``sum_c w_c IoU_c / sum_c w_c`` over the same classes, ``w`` the
   segmenter's class weights (``class_weighting``; median-frequency when it is ``none``).
 
-``anomaly-ap`` (the reward of an anomaly map) needs a model with an anomaly output; segmenters
-have none, so the planner refuses it for them.
+``anomaly-ap`` is the reward of an anomaly map, for trained methods with an anomaly output and
+a tuning stage (``dual-head``; segmenters have none, so the planner refuses it for them): per
+image, ``S`` binary maps ``m^s_p ~ Bernoulli(sigmoid(a_p / T))`` are drawn from the anomaly
+logits ``a``, and each is scored by its average precision against the outlier-exposure target
+``t`` of the training batch (pasted objects 1, known pixels 0, void left out; never an
+evaluation split). For a binary map the step-sum AP of scikit-learn's ``average_precision_score``
+has two thresholds: ``AP = R_1 P_1 + (1 - R_1) pi`` with ``R_1``, ``P_1`` the recall and
+precision of the pixels with ``m = 1`` (``P_1 = 0`` when there are none) and ``pi`` the share of
+anomaly pixels (:func:`binary_ap`); an image without a pasted pixel has reward 0 for every
+sample, so it adds nothing to the gradient. The greedy baseline scores ``m = [a > 0]``; the
+log-likelihood is ``m log sigma(a) + (1 - m) log sigma(-a)`` (:class:`AnomalyRewardSupervision`).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -39,7 +49,7 @@ from owsbench.errors import BadInput
 from owsbench.segmenters.base import Segmenter, SegmenterConfig, SegmenterOutput
 from owsbench.training.batches import Batch
 from owsbench.training.losses import labels_at, semantic_ce
-from owsbench.training.supervision import SegmenterSupervision
+from owsbench.training.supervision import SegmenterSupervision, Supervision
 
 REWARDS = ("miou", "pixel-accuracy", "class-weighted-miou", "anomaly-ap")
 BASELINES = ("leave-one-out", "greedy")
@@ -119,6 +129,83 @@ def gumbel_samples(logits: torch.Tensor, count: int, generator: torch.Generator)
     )
     gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
     return (logits.detach()[None] + gumbel).argmax(1)
+
+
+def binary_ap(samples: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Average precision ``(S,)`` of binary maps ``(S, H, W)`` against anomaly labels ``(H, W)``
+    (1 anomaly, 0 inlier, 255 void): ``R_1 P_1 + (1 - R_1) pi`` (module docstring); 0 without
+    an anomaly pixel."""
+    valid, positive = target != VOID, target == 1
+    flagged = samples.bool() & valid[None]
+    tp = (flagged & positive[None]).sum((1, 2)).double()
+    predicted = flagged.sum((1, 2)).double()
+    positives = positive.sum().double()
+    if positives == 0:
+        return torch.zeros(len(samples), device=samples.device)
+    recall = tp / positives
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1.0), torch.zeros_like(tp))
+    base_rate = positives / valid.sum().double()
+    return (recall * precision + (1 - recall) * base_rate).float()
+
+
+class AnomalyRewardSupervision(Supervision):
+    """The ``anomaly-ap`` tuning loss (module docstring) of a trained method with an anomaly
+    output: ``objective`` makes its batches (outlier-exposure pastes) and its MLE loss terms
+    (``ce_weight`` times their ``total`` join the loss); ``anomaly(batch)`` is the model's
+    anomaly logit ``(B, 1, H, W)`` and target ``(B, H, W)`` (1 paste, 0 known, 255 void)."""
+
+    name: ClassVar[str] = "anomaly-reward"
+
+    def __init__(
+        self,
+        objective: Supervision,
+        anomaly: Callable[[Batch], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]],
+        tuning: RewardConfig,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        self.objective, self.anomaly, self.tuning = objective, anomaly, tuning
+        self.generator = torch.Generator(device).manual_seed(seed)
+
+    def batch(self, items: list, rng: np.random.Generator) -> Batch:
+        return self.objective.batch(items, rng)
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        logit, target, mle = self.anomaly(batch)
+        logit = logit[:, 0] / self.tuning.temperature
+        if self.tuning.sample_scale < 1:
+            size = [max(1, round(s * self.tuning.sample_scale)) for s in logit.shape[-2:]]
+            logit = F.interpolate(logit[:, None], size=size, mode="bilinear")[:, 0]
+            target = labels_at(target, logit.shape[-2:])
+        terms = [self.image_terms(a, t) for a, t in zip(logit, target, strict=True)]
+        policy = torch.stack([t[0] for t in terms]).mean()
+        total = policy + self.tuning.ce_weight * mle["total"] if self.tuning.ce_weight else policy
+        rewards = torch.cat([t[1] for t in terms])
+        advantages = torch.cat([t[2] for t in terms])
+        return {
+            "total": total,
+            "policy": policy,
+            "reward": rewards.mean(),
+            "reward_var": rewards.var(unbiased=False),
+            "advantage_var": advantages.var(unbiased=False),
+        }
+
+    def image_terms(self, logit: torch.Tensor, target: torch.Tensor) -> tuple:
+        """One image: its policy-gradient loss, its samples' rewards and advantages."""
+        uniform = torch.rand(
+            (self.tuning.samples, *logit.shape), generator=self.generator, device=logit.device
+        )
+        samples = uniform < torch.sigmoid(logit.detach())[None]
+        rewards = binary_ap(samples, target)
+        greedy = None
+        if self.tuning.baseline == "greedy":
+            greedy = binary_ap((logit.detach() > 0)[None], target)
+        advantage = rewards - baselines(rewards, self.tuning.baseline, greedy)
+        valid = target != VOID
+        log_p = torch.where(samples, F.logsigmoid(logit)[None], F.logsigmoid(-logit)[None])
+        mean_log_p = (log_p * valid).sum((1, 2)) / valid.sum().clamp_min(1)
+        loss = -(advantage.detach() * mean_log_p).mean()
+        return loss, rewards.detach(), advantage.detach()
 
 
 class RewardSupervision(SegmenterSupervision):
