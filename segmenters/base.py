@@ -37,7 +37,8 @@ class SegmenterConfig:
     ``class_smooth``, ``median-frequency``, ``log``; ``owsbench.training.class_weights``).
     ``grad_clip`` is the max L2 norm of
     the gradient (None: no clipping); ``validate_every`` logs the validation mIoU every that
-    many steps when the training dataset declares a validation split (None: never).
+    many steps when the training dataset declares a validation split (None: four times per fit,
+    ``ceil(steps / 4)``; 0: never).
     """
 
     arch: str = "deeplabv3plus"
@@ -62,7 +63,7 @@ class SegmenterConfig:
     # one-cycle schedule: linear warm-up, then cosine decay
     warmup_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1
     grad_clip: Annotated[float | None, Range(gt=0)] = None
-    validate_every: Annotated[int | None, Range(ge=1)] = None
+    validate_every: Annotated[int | None, Range(ge=0)] = None
     # training crop (h, w); None = the frame size
     crop: Annotated[tuple[int, int] | None, Range(ge=8, le=8192)] = None
     scale_range: Annotated[tuple[float, float], Range(gt=0, le=8)] = (0.75, 1.5)

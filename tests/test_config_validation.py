@@ -27,8 +27,8 @@ from owsbench.segmenters.base import SegmenterConfig
             "segmenter.crop must be a list of integers in [8, 8192] or null (got (4, 64))",
         ),
         (
-            {"validate_every": 0},
-            "segmenter.validate_every must be a positive integer or null (got 0)",
+            {"validate_every": -1},
+            "segmenter.validate_every must be an integer >= 0 or null (got -1)",
         ),
     ],
 )

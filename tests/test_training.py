@@ -121,6 +121,10 @@ def test_full_supervision_trains_a_segmenter_and_logs_validation_miou(tmp_path):
     assert [v["step"] for v in log.validation] == [2, 3]
     assert all(0.0 <= v["mIoU"] <= 1.0 for v in log.validation)
     assert not model.training
+    for every, steps in ((None, 4), (0, None)):  # default: four times per fit; 0: never
+        config = SegmenterConfig(steps=8, batch_size=2, crop=(32, 64), validate_every=every)
+        log, _ = train_segmenter(SmpSegmenter(config, 2), TinySplit(), config, context)
+        assert [v["step"] for v in log.validation] == ([2, 4, 6, 8] if steps else [])
 
 
 def test_an_unknown_supervision_is_bad_input_with_a_suggestion(tmp_path):

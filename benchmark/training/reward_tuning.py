@@ -14,7 +14,11 @@ from owsbench.training.class_weights import cached_class_stats, weight_tensor
 from owsbench.training.log import TrainLog
 from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.reward import RewardConfig, RewardSupervision, summarise
-from owsbench.training.validation import periodic_validation, validation_miou
+from owsbench.training.validation import (
+    periodic_validation,
+    validation_interval,
+    validation_miou,
+)
 
 TUNING_SEED_OFFSET = 7919  # the tuning phase's streams differ from the MLE phase's
 
@@ -40,8 +44,8 @@ def tune_segmenter(
     one-cycle schedule with the tuning's ``lr`` and ``steps``, the shared augmentation, streams
     seeded from ``context.seed``. Returns the log (loss = the tuning objective; scalars
     ``policy``, ``reward``, ``reward_var``, ``advantage_var``; validation mIoU every
-    ``config.validate_every`` tuning steps) and the report: the reward summary and, with a
-    validation split, the validation mIoU before and after."""
+    ``config.validate_every`` tuning steps, four times by default) and the report: the reward
+    summary and, with a validation split, the validation mIoU before and after."""
     tuning = RewardConfig(**config.reward_tuning)
     seed = context.seed + TUNING_SEED_OFFSET
     weight = reward_weights(model, train, config, tuning, context)
@@ -59,7 +63,7 @@ def tune_segmenter(
     loop = Loop(
         recipe, context.device, Streams.seeded(seed), augmentation=config,
         validate=periodic_validation(model, context, config.batch_size),
-        validate_every=config.validate_every,
+        validate_every=validation_interval(config.validate_every, tuning.steps),
         desc=f"reward-tune segmenter ({tuning.reward})", progress=context.progress,
     )  # fmt: skip
     model.to(context.device).train()

@@ -11,7 +11,7 @@ from owsbench.training.class_weights import cached_class_stats, weight_tensor
 from owsbench.training.log import TrainLog
 from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.supervision import SegmenterSupervision
-from owsbench.training.validation import periodic_validation
+from owsbench.training.validation import periodic_validation, validation_interval
 
 
 def run_supervised(
@@ -46,7 +46,7 @@ def run_supervised(
         Streams.seeded(context.seed),
         augmentation=config,
         validate=validate,
-        validate_every=config.validate_every,
+        validate_every=validation_interval(config.validate_every, config.steps),
         desc=f"fit segmenter ({label})",
         progress=context.progress,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 
@@ -25,8 +26,7 @@ def validation_miou(
         for frames in iter_batches(split, batch_size):
             for frame in frames:
                 logits = model(image_batch([frame.image], device)).logits
-                labels = torch.from_numpy(frame.semantic)[None]
-                pred = labels_at(logits.max(1).indices.cpu(), labels.shape[-2:])
+                pred = labels_at(logits.max(1).indices.cpu(), frame.semantic.shape[-2:])
                 metric.update(pred[0].numpy(), frame.semantic)
     finally:
         model.train()
@@ -44,3 +44,14 @@ def periodic_validation(
     return partial(
         validation_miou, model, validation, model.num_classes, batch_size, context.device
     )
+
+
+VALIDATIONS_PER_FIT = 4  # validate_every None: this many validation records per fit
+
+
+def validation_interval(validate_every: int | None, steps: int) -> int | None:
+    """The steps between validations: ``validate_every``, or ``ceil(steps / 4)`` when it is
+    None; None (never) when it is 0."""
+    if validate_every is None:
+        return max(1, math.ceil(steps / VALIDATIONS_PER_FIT))
+    return validate_every or None
