@@ -75,6 +75,11 @@ SEGMENTERS.register(
     "owsbench.segmenters.erfnet:ERFNetSegmenter",
     "ERFNet (Romera et al. 2018), pure torch, random init",
 )
+SEGMENTERS.register(
+    "eomt",
+    "owsbench.segmenters.eomt:EoMTSegmenter",
+    "EoMT encoder-only mask transformer (Kerssies et al. 2025) on a timm ViT, random init",
+)
 DEFAULT_SEGMENTER = "deeplabv3plus"
 
 SUPERVISIONS = Registry("supervision")

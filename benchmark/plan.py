@@ -17,9 +17,9 @@ cache kind and recipe (the fit cache key is :func:`owsbench.fits.fit_stem` of th
 splits, the run-wide settings and the row keys it will write. It round-trips through JSON
 (:meth:`Job.to_json` / :meth:`Job.from_json`), which is what ``owsbench run-job`` executes.
 
-Configs are merged as: the class defaults, then (trained methods) the preset's segmenter sizes for
-the fields of the same name, then the class's ``preset_values[preset name]``, then the config
-file (``segmenter:`` / ``method_configs:``). Fit recipes:
+Configs are merged as: the class defaults, then (segmenters, trained methods) the preset's
+segmenter sizes for the fields of the same name, then the class's ``preset_values[preset name]``,
+then the config file (``segmenter:`` / ``method_configs:``). Fit recipes:
 
 - segmenter: ``{segmenter, config, num_classes, train, seed}``;
 - post-hoc method with a fit (``needs_fit``): ``{method, config, train, max_stat_frames}`` plus
@@ -323,10 +323,12 @@ def validate(config: RunConfig) -> list[MethodSpec]:
 def segmenter_overrides(
     config: RunConfig, segmenter_id: str, supervision: str | None = None
 ) -> tuple[dict[str, Any], Any]:
-    """The values over ``segmenter_id``'s default config (preset sizes, then the config file,
-    then ``supervision``: one regime of ``--supervision``) and the resulting config."""
+    """The values over ``segmenter_id``'s default config (preset sizes, the segmenter class's
+    ``preset_values`` of the preset, then the config file, then ``supervision``: one regime of
+    ``--supervision``) and the resulting config."""
     cls = SEGMENTERS.get(segmenter_id)
-    layers = [config.preset.segmenter, config.segmenter_overrides]
+    own = cls.preset_values.get(config.preset.name, {})
+    layers = [config.preset.segmenter, own, config.segmenter_overrides]
     if supervision is not None:
         layers.append({"supervision": supervision})
     merged = cls.Config()
