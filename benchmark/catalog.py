@@ -11,6 +11,9 @@ METHODS.register("maxlogit", "owsbench.methods.posthoc:MaxLogit", "negated maxim
 METHODS.register("entropy", "owsbench.methods.posthoc:Entropy", "softmax entropy / log K")
 METHODS.register("energy", "owsbench.methods.posthoc:Energy", "free energy -T logsumexp(z/T)")
 METHODS.register(
+    "rba", "owsbench.methods.rba:RbA", "rejected by all: -sum tanh(l) of a mask model's scores"
+)
+METHODS.register(
     "sml", "owsbench.methods.sml:SML", "standardized max logits + boundary suppression, smoothing"
 )
 METHODS.register(

@@ -292,12 +292,16 @@ def shares_segmenter(spec: MethodSpec) -> bool:
 def validate(config: RunConfig) -> list[MethodSpec]:
     """The method specs of ``config``; ``BadInput`` for unknown ids (methods, segmenters,
     datasets, supervision regimes, keys of ``method_configs`` and ``dataset_options``), a
-    segmenter named for a trained method, ``--supervision`` without a post-hoc method, or a
+    segmenter named for a trained method, a post-hoc method its segmenter cannot serve
+    (``PosthocMethod.check_segmenter``), ``--supervision`` without a post-hoc method, or a
     ``--splits`` split a dataset does not have."""
     specs = [parse_method(m) for m in config.methods]
     for spec in specs:
         if "@" in spec.id and not shares_segmenter(spec):
             raise BadInput(f"{spec.name} is a trained method with its own model; drop '@...'")
+        if shares_segmenter(spec):
+            segmenter_cls = SEGMENTERS.get(spec.segmenter)
+            METHODS.get(spec.name).check_segmenter(segmenter_cls, method_config(config, spec))
     for regime in config.supervisions or ():
         for part in regime.split("+"):
             SUPERVISIONS.entry(part)
