@@ -14,6 +14,11 @@ METHODS.register(
     "rba", "owsbench.methods.rba:RbA", "rejected by all: -sum tanh(l) of a mask model's scores"
 )
 METHODS.register(
+    "rba-oe",
+    "owsbench.methods.rba_oe:RbAOE",
+    "RbA on a mask model's class/mask heads fine-tuned with RbA's outlier loss on OE pastes",
+)
+METHODS.register(
     "sml", "owsbench.methods.sml:SML", "standardized max logits + boundary suppression, smoothing"
 )
 METHODS.register(

@@ -96,11 +96,13 @@ class QueryOutputs:
 @dataclass
 class SegmenterOutput:
     """What one segmenter forward pass yields: logits ``(B, K, h, w)``, named features and, for
-    mask-classification models, the query outputs the logits were derived from."""
+    mask-classification models, the query outputs the logits were derived from and the class
+    scores of head sets methods attached (``extra_logits``, by name; e.g. RbA+OE's)."""
 
     logits: torch.Tensor
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     queries: QueryOutputs | None = None
+    extra_logits: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Segmenter(nn.Module):

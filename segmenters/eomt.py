@@ -39,6 +39,7 @@ final norm: 1).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,34 @@ def semantic_logits(
     return torch.einsum("bqhw,bqk->bkhw", masks.sigmoid(), probs)
 
 
+def fits_window(size: tuple[int, int], window: tuple[int, int]) -> bool:
+    """Whether a (padded) input of ``size`` fits one window."""
+    return size[0] <= window[0] and size[1] <= window[1]
+
+
+class QueryHeads(nn.Module):
+    """A class head and a mask head over final query tokens: ``forward(queries (B, Q, D),
+    pixels (B, D, h, w), size)`` -> the class scores ``l`` at ``size`` (EoMT's own heads, or a
+    copy fine-tuned by a method and attached with ``EoMTSegmenter.attach_heads``)."""
+
+    def __init__(self, class_head: nn.Module, mask_head: nn.Module) -> None:
+        super().__init__()
+        self.class_head = class_head
+        self.mask_head = mask_head
+
+    def predict(
+        self, queries: torch.Tensor, pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits ``(B, Q, K + 1)`` and mask logits ``(B, Q, h, w)``."""
+        masks = torch.einsum("bqc,bchw->bqhw", self.mask_head(queries), pixels)
+        return self.class_head(queries), masks
+
+    def forward(
+        self, queries: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int]
+    ) -> torch.Tensor:
+        return semantic_logits(*self.predict(queries, pixels), size)
+
+
 def anneal_probability(step: int, total: int, block: int, blocks: int) -> float:
     """Masked-attention probability of query block ``block`` (of ``blocks``) at ``step`` of
     ``total``: 1 before ``(block + 1) / (blocks + 2)`` of the steps, 0 from
@@ -200,6 +229,8 @@ class EoMTSegmenter(Segmenter):
         self.mask_stride = config.patch_size // 2**upscales
         self.register_buffer("attn_mask_probs", torch.ones(config.num_blocks), persistent=False)
         self.loss_weights = MaskLossWeights(num_points=config.num_points)
+        # head sets attached by methods (a plain dict: not part of this model's state_dict)
+        self.extra_heads: dict[str, QueryHeads] = {}
         if config.weights_path:
             self._load_local_weights(Path(config.weights_path))
         register_imagenet_stats(self)
@@ -266,6 +297,25 @@ class EoMTSegmenter(Segmenter):
             groups.append(group if warmup is None else {**group, "warmup_fraction": warmup})
         return groups
 
+    # -- extra query heads -----------------------------------------------------------------
+    def copy_heads(self) -> QueryHeads:
+        """A trainable copy of this model's class and mask heads."""
+        return QueryHeads(copy.deepcopy(self.class_head), copy.deepcopy(self.mask_head))
+
+    def attach_heads(self, name: str, heads: QueryHeads) -> None:
+        """Score ``heads`` in every forward pass too: ``SegmenterOutput.extra_logits[name]``
+        (windowed like the logits). Not saved with this model."""
+        self.extra_heads[name] = heads
+
+    def final_queries(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """Final normalised query tokens ``(B, Q, D)``, pixel features ``(B, D, h, w)`` and the
+        (scaled) input size of ``images`` run as one window, for training heads over them."""
+        x, height, width = prepare_input(
+            images, self.mean, self.std, self.config.input_scale, self.output_stride
+        )
+        layers, tokens = self._run(x)
+        return tokens[:, : self.config.num_queries], layers[-1][2], (x.shape[-2:], height, width)
+
     # -- forward ---------------------------------------------------------------------------
     def _predict(
         self, x: torch.Tensor, grid: tuple[int, int]
@@ -296,7 +346,8 @@ class EoMTSegmenter(Segmenter):
 
     def _run(self, x: torch.Tensor) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor]:
         """Every prediction layer ``(class, mask, pixels)`` (training: one per query block and
-        the final one; inference: the final one) and the final normalised patch tokens."""
+        the final one; inference: the final one) and the final normalised tokens (queries
+        first)."""
         vit, cfg = self.backbone, self.config
         tokens = vit.patch_embed(x)
         grid = tuple(tokens.shape[1:3])
@@ -316,8 +367,7 @@ class EoMTSegmenter(Segmenter):
             tokens = block(tokens, attn_mask=mask)
         tokens = vit.norm(tokens)
         layers.append(self._predict(tokens, grid))
-        patches = tokens[:, cfg.num_queries + vit.num_prefix_tokens :]
-        return layers, patches.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+        return layers, tokens
 
     def window_size(self) -> tuple[int, int] | None:
         """The sliding window (``window``, else ``crop``; None: whole frames), rounded down to
@@ -328,11 +378,23 @@ class EoMTSegmenter(Segmenter):
         step = self.output_stride
         return (max(step, window[0] // step * step), max(step, window[1] // step * step))
 
-    def _window_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _maps(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list]:
+        """The maps of one window (``logits``, ``tokens``, ``pixels``, ``extra:<name>`` per
+        attached head set) and its prediction layers."""
         layers, tokens = self._run(x)
         class_logits, mask_logits, pixels = layers[-1]
-        logits = semantic_logits(class_logits, mask_logits, tuple(x.shape[-2:]))
-        return {"logits": logits, "tokens": tokens, "pixels": pixels}
+        size = tuple(x.shape[-2:])
+        queries = tokens[:, : self.config.num_queries]
+        patches = tokens[:, self.config.num_queries + self.backbone.num_prefix_tokens :]
+        grid = (size[0] // self.output_stride, size[1] // self.output_stride)
+        maps = {
+            "logits": semantic_logits(class_logits, mask_logits, size),
+            "tokens": patches.transpose(1, 2).reshape(x.shape[0], -1, *grid),
+            "pixels": pixels,
+        }
+        for name, heads in self.extra_heads.items():
+            maps[f"extra:{name}"] = heads(queries, pixels, size)
+        return maps, layers
 
     def forward(self, images: torch.Tensor) -> SegmenterOutput:
         """Semantic logits ``l`` at the (scaled) input size; in eval mode, inputs larger than
@@ -342,18 +404,16 @@ class EoMTSegmenter(Segmenter):
             images, self.mean, self.std, cfg.input_scale, self.output_stride
         )
         window = self.window_size()
-        if (
-            not self.training
-            and window is not None
-            and (x.shape[-2] > window[0] or x.shape[-1] > window[1])
-        ):
-            maps = stitch(x, window, self.output_stride, self._window_maps)
-            features = {"tokens": maps["tokens"], "pixels": maps["pixels"]}
-            return SegmenterOutput(maps["logits"][..., :height, :width], features)
-        layers, tokens = self._run(x)
-        class_logits, mask_logits, pixels = layers[-1]
-        logits = semantic_logits(class_logits, mask_logits, tuple(x.shape[-2:]))
-        queries = QueryOutputs(class_logits, mask_logits, [(c, m) for c, m, _ in layers[:-1]])
-        return SegmenterOutput(
-            logits[..., :height, :width], {"tokens": tokens, "pixels": pixels}, queries
-        )
+        layers = None
+        if self.training or window is None or fits_window(tuple(x.shape[-2:]), window):
+            maps, layers = self._maps(x)
+        else:
+            maps = stitch(x, window, self.output_stride, lambda w: self._maps(w)[0])
+        queries = None
+        if layers is not None:
+            aux = [(c, m) for c, m, _ in layers[:-1]]
+            queries = QueryOutputs(layers[-1][0], layers[-1][1], aux)
+        extra = {k.removeprefix("extra:"): v[..., :height, :width]
+                 for k, v in maps.items() if k.startswith("extra:")}  # fmt: skip
+        features = {"tokens": maps["tokens"], "pixels": maps["pixels"]}
+        return SegmenterOutput(maps["logits"][..., :height, :width], features, queries, extra)
