@@ -3,7 +3,10 @@ anomaly heads' mask statistics, and the refusal of RbA on a per-pixel classifier
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +114,41 @@ def test_heads_on_eomt_read_mask_statistics_and_the_patch_tokens():
     assert state["mask_scores"] is True
     with pytest.raises(ValueError, match="another kind"):
         AnomalyHeadHybrid(segmenter=SmpSegmenter(SegmenterConfig(), 3)).load_state_dict(state)
+
+
+NEW_IDS = [
+    "msp@eomt", "maxlogit@eomt", "entropy@eomt", "energy@eomt", "rba@eomt", "sml@eomt",
+    "rba-oe@eomt", "anomaly-head-stats@eomt", "anomaly-head-hybrid@eomt",
+]  # fmt: skip
+
+
+def owsbench(tmp_path: Path, methods: str, config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable, "-m", "owsbench", "run", "--methods", methods,
+            "--datasets", "synthstreets", "--preset", "quick", "--config", str(config),
+            "--seeds", "0", "--device", "cpu", "--no-progress",
+            "--data-root", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "out"),
+        ],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def test_cli_quick_run_with_every_new_id(tmp_path):
+    config = tmp_path / "small.yaml"
+    small = "{steps: 2, batch_size: 2}"
+    config.write_text(
+        f"segmenter: {{steps: 2, batch_size: 2, depth: 2, num_blocks: 1, num_queries: 8}}\n"
+        f"method_configs: {{rba-oe: {small}, anomaly-head-stats: {small}, "
+        f"anomaly-head-hybrid: {small}}}\n"
+    )
+    result = owsbench(tmp_path, ",".join(NEW_IDS), config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (tmp_path / "out" / "results.jsonl").read_text()
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert sorted(r["method"] for r in rows) == sorted(NEW_IDS)
+    assert {r["segmenter"] for r in rows} == {"eomt"}
+    assert all(0.0 <= r["metrics"]["AP"] <= 1.0 for r in rows)
+    refused = owsbench(tmp_path, "rba", config)
+    assert refused.returncode == 2 and "mask-classification" in refused.stderr
