@@ -146,6 +146,16 @@ def fits_window(size: tuple[int, int], window: tuple[int, int]) -> bool:
     return size[0] <= window[0] and size[1] <= window[1]
 
 
+def query_predictions(
+    class_head: nn.Module, mask_head: nn.Module, queries: torch.Tensor, pixels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class logits ``class_head(q)`` ``(B, Q, K + 1)`` and mask logits
+    ``m_q(p) = <mask_head(q), pixels(p)>`` ``(B, Q, h, w)`` of query tokens ``(B, Q, D)`` and
+    pixel features ``(B, D, h, w)``."""
+    masks = torch.einsum("bqc,bchw->bqhw", mask_head(queries), pixels)
+    return class_head(queries), masks
+
+
 class QueryHeads(nn.Module):
     """A class head and a mask head over final query tokens: ``forward(queries (B, Q, D),
     pixels (B, D, h, w), size)`` -> the class scores ``l`` at ``size`` (EoMT's own heads, or a
@@ -160,8 +170,7 @@ class QueryHeads(nn.Module):
         self, queries: torch.Tensor, pixels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits ``(B, Q, K + 1)`` and mask logits ``(B, Q, h, w)``."""
-        masks = torch.einsum("bqc,bchw->bqhw", self.mask_head(queries), pixels)
-        return self.class_head(queries), masks
+        return query_predictions(self.class_head, self.mask_head, queries, pixels)
 
     def forward(
         self, queries: torch.Tensor, pixels: torch.Tensor, size: tuple[int, int]
@@ -326,8 +335,7 @@ class EoMTSegmenter(Segmenter):
         patches = x[:, self.config.num_queries + self.backbone.num_prefix_tokens :]
         patches = patches.transpose(1, 2).reshape(x.shape[0], -1, *grid)
         pixels = self.upscale(patches)
-        masks = torch.einsum("bqc,bchw->bqhw", self.mask_head(queries), pixels)
-        return self.class_head(queries), masks, pixels
+        return (*query_predictions(self.class_head, self.mask_head, queries, pixels), pixels)
 
     def _attention_mask(
         self, mask_logits: torch.Tensor, grid: tuple[int, int], prob: float, tokens: int

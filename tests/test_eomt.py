@@ -173,3 +173,27 @@ def test_a_tiny_fit_lowers_the_loss(tmp_path):
     assert np.mean(log.loss[-5:]) < 0.7 * np.mean(log.loss[:5])
     assert model.attn_mask_probs.sum() == 0  # annealed off by the end
     assert not model.training
+
+
+def test_presets_size_the_segmenter_and_weak_regimes_are_refused(tmp_path):
+    from owsbench.config import PRESETS, RunConfig
+    from owsbench.plan import segmenter_config
+
+    def run(preset: str) -> RunConfig:
+        return RunConfig(
+            methods=["msp@eomt"], datasets=["synthstreets"], seeds=[0], preset=PRESETS[preset],
+            device="cpu", data_root=tmp_path, out=tmp_path, cache_dir=tmp_path, progress=False,
+        )  # fmt: skip
+
+    paper = segmenter_config(run("paper"), "eomt")
+    assert (paper.embed_dim, paper.depth, paper.num_queries, paper.crop) == (
+        1024,
+        24,
+        100,
+        (1024, 1024),
+    )
+    assert (paper.lr, paper.layer_decay, paper.backbone_delay_fraction > 0) == (1e-4, 0.8, True)
+    quick = segmenter_config(run("quick"), "eomt")
+    assert (quick.embed_dim, quick.steps, quick.crop) == (192, 60, (96, 96))
+    with pytest.raises(BadInput, match="dense labels only"):
+        segmenter_config(run("quick"), "eomt", "points")
