@@ -147,7 +147,7 @@ class PosthocMethod(Method):
 
 def is_mask_model(segmenter: object | None) -> bool:
     """Whether ``segmenter`` is a mask-classification model (``Segmenter.mask_classification``:
-    its logits are class scores ``l`` in ``[0, 1]`` derived from query masks)."""
+    its logits are non-negative class scores ``l`` derived from query masks)."""
     return bool(getattr(segmenter, "mask_classification", False))
 
 

@@ -15,7 +15,8 @@ energy     ``-T logsumexp_c(z_c / T)``          Liu et al., NeurIPS 2020
 =========  ===================================  =====================================
 
 On a mask-classification segmenter (``Segmenter.mask_classification``, e.g. EoMT) the logits are
-the class scores ``l_k = sum_q softmax(c_q)_k sigmoid(m_q)`` in ``[0, 1]``, and two conventions
+the class scores ``l_k = sum_q softmax(c_q)_k sigmoid(m_q)`` (non-negative; near 1 for a
+class one confident query covers, up to the query count when many overlap), and two conventions
 exist (the method option ``convention``):
 
 - ``"probabilities"`` (the default): ``l`` used directly as class probabilities, as

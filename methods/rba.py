@@ -8,7 +8,7 @@ class scores ``l_k(p) = sum_q softmax(c_q)_k sigmoid(m_q(p))`` of a mask-classif
     s(p) = -sum_k tanh(l_k(p))      (<= 0; higher = rejected by every class = anomalous).
 
 It is defined for mask models; on a per-pixel classifier (whose logits are not class scores in
-``[0, 1]``) the run is refused unless ``allow_pixel_classifier`` is set, when the same formula
+``[0, Q]``) the run is refused unless ``allow_pixel_classifier`` is set, when the same formula
 is applied to its logits.
 """
 

@@ -116,7 +116,7 @@ class Segmenter(nn.Module):
     output_stride: ClassVar[int] = 1
     feature_names: ClassVar[tuple[str, ...]] = ()
     # mask classification (per-query classes and masks, ``logits`` = the derived class scores
-    # ``l`` in [0, 1]) rather than per-pixel classification (``logits`` = softmax inputs)
+    # ``l >= 0``) rather than per-pixel classification (``logits`` = softmax inputs)
     mask_classification: ClassVar[bool] = False
     # the feature a hybrid anomaly head reads unless told otherwise
     head_feature: ClassVar[str] = "decoder"

@@ -44,7 +44,8 @@ def test_shapes_in_training_and_inference():
     with torch.no_grad():
         out = model(torch.rand(1, 3, 50, 60))  # padded to 64 x 64: one window
     assert out.logits.shape == (1, 5, 50, 60) and out.queries.auxiliary == []
-    assert ((out.logits >= 0) & (out.logits <= 1)).all()
+    # each query adds its class probability times its sigmoid mask: 0 <= sum_k l_k <= Q
+    assert (out.logits >= 0).all() and (out.logits.sum(1) <= 6).all()
 
 
 def test_semantic_logits_follow_the_formula_on_hand_made_queries():
