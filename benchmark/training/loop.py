@@ -3,11 +3,13 @@
 Per step ``s`` of ``recipe.steps``: the next indices of the data order (``frame_order``: a seeded
 permutation per epoch; or any sampler with its signature), the supervision's batch of those
 items (``Supervision.batch``), the shared augmentation when the loop has an ``augmentation``
-config, the batch on the device, the learning rate ``one_cycle_lr(s)``, the supervision's loss
-terms (``Supervision.losses``; ``"total"`` is minimised), ``zero_grad``, ``backward``, optional
-gradient-norm clipping, ``optimizer.step()``, then the log (total loss, lr, every other term as a
-named scalar), the hooks' ``on_step`` and, every ``validate_every`` steps, the validation
-callback. Hooks also run ``before`` the first step and ``after`` the last.
+config, the batch on the device, the learning rate ``one_cycle_lr(s)`` (per parameter group:
+:func:`group_lr`, scaled and delayed as the group declares), the hooks' ``before_step``, the
+supervision's loss terms (``Supervision.losses``; ``"total"`` is minimised), ``zero_grad``,
+``backward``, optional gradient-norm clipping, ``optimizer.step()``, then the log (total loss,
+the recipe's lr, every other term as a named scalar), the hooks' ``on_step`` and, every
+``validate_every`` steps, the validation callback. Hooks also run ``before`` the first step and
+``after`` the last.
 
 Every random draw comes from the loop's ``Streams`` (data order, batch contents such as
 outlier-exposure pastes, augmentation), so a seed fixes the whole fit; the global torch seed
