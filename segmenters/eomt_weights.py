@@ -5,11 +5,12 @@ around ``ViT``) saves ``state_dict`` keys ``network.<EoMT key>``; the ViT's timm
 ``network.encoder.backbone.`` and the EoMT parts at ``network.q.weight`` (the query embedding),
 ``network.class_head.*``, ``network.mask_head.{0,2,4}.*`` and
 ``network.upscale.<i>.{conv1,conv2,norm}.*``. The module names were checked against the
-official ``models/eomt.py`` and ``models/scale_block.py`` (as copied in a public fork; ``q`` is an
-``nn.Embedding``, the ViT is ``encoder.backbone``); the ``network.`` prefix of the Lightning
-checkpoint is recalled, not checked against a released checkpoint file. Non-weights are dropped: the criterion's buffers (``criterion.*``),
-the annealing state (``attn_mask_probs``) and the ViT wrapper's normalisation buffers
-(``encoder.pixel_mean`` / ``encoder.pixel_std``, ImageNet's, which this model has built in).
+official ``models/eomt.py`` and ``models/scale_block.py`` (as copied in a public fork; ``q`` is
+an ``nn.Embedding``, the ViT is ``encoder.backbone``); the ``network.`` prefix of the Lightning
+checkpoint is recalled, not checked against a released checkpoint file. Non-weights are
+dropped: the criterion's buffers (``criterion.*``), the annealing state (``attn_mask_probs``)
+and the ViT wrapper's normalisation buffers (``encoder.pixel_mean`` / ``encoder.pixel_std``,
+ImageNet's, which this model has built in).
 """
 
 from __future__ import annotations
