@@ -11,6 +11,14 @@ METHODS.register("maxlogit", "owsbench.methods.posthoc:MaxLogit", "negated maxim
 METHODS.register("entropy", "owsbench.methods.posthoc:Entropy", "softmax entropy / log K")
 METHODS.register("energy", "owsbench.methods.posthoc:Energy", "free energy -T logsumexp(z/T)")
 METHODS.register(
+    "rba", "owsbench.methods.rba:RbA", "rejected by all: -sum tanh(l) of a mask model's scores"
+)
+METHODS.register(
+    "rba-oe",
+    "owsbench.methods.rba_oe:RbAOE",
+    "RbA on a mask model's class/mask heads fine-tuned with RbA's outlier loss on OE pastes",
+)
+METHODS.register(
     "sml", "owsbench.methods.sml:SML", "standardized max logits + boundary suppression, smoothing"
 )
 METHODS.register(
@@ -74,6 +82,11 @@ SEGMENTERS.register(
     "erfnet",
     "owsbench.segmenters.erfnet:ERFNetSegmenter",
     "ERFNet (Romera et al. 2018), pure torch, random init",
+)
+SEGMENTERS.register(
+    "eomt",
+    "owsbench.segmenters.eomt:EoMTSegmenter",
+    "EoMT encoder-only mask transformer (Kerssies et al. 2025) on a timm ViT, random init",
 )
 DEFAULT_SEGMENTER = "deeplabv3plus"
 

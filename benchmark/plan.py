@@ -17,9 +17,9 @@ cache kind and recipe (the fit cache key is :func:`owsbench.fits.fit_stem` of th
 splits, the run-wide settings and the row keys it will write. It round-trips through JSON
 (:meth:`Job.to_json` / :meth:`Job.from_json`), which is what ``owsbench run-job`` executes.
 
-Configs are merged as: the class defaults, then (trained methods) the preset's segmenter sizes for
-the fields of the same name, then the class's ``preset_values[preset name]``, then the config
-file (``segmenter:`` / ``method_configs:``). Fit recipes:
+Configs are merged as: the class defaults, then (segmenters, trained methods) the preset's
+segmenter sizes for the fields of the same name, then the class's ``preset_values[preset name]``,
+then the config file (``segmenter:`` / ``method_configs:``). Fit recipes:
 
 - segmenter: ``{segmenter, config, num_classes, train, seed}``;
 - post-hoc method with a fit (``needs_fit``): ``{method, config, train, max_stat_frames}`` plus
@@ -296,12 +296,16 @@ def shares_segmenter(spec: MethodSpec) -> bool:
 def validate(config: RunConfig) -> list[MethodSpec]:
     """The method specs of ``config``; ``BadInput`` for unknown ids (methods, segmenters,
     datasets, supervision regimes, keys of ``method_configs`` and ``dataset_options``), a
-    segmenter named for a trained method, ``--supervision`` without a post-hoc method, or a
+    segmenter named for a trained method, a post-hoc method its segmenter cannot serve
+    (``PosthocMethod.check_segmenter``), ``--supervision`` without a post-hoc method, or a
     ``--splits`` split a dataset does not have."""
     specs = [parse_method(m) for m in config.methods]
     for spec in specs:
         if "@" in spec.id and not shares_segmenter(spec):
             raise BadInput(f"{spec.name} is a trained method with its own model; drop '@...'")
+        if shares_segmenter(spec):
+            segmenter_cls = SEGMENTERS.get(spec.segmenter)
+            METHODS.get(spec.name).check_segmenter(segmenter_cls, method_config(config, spec))
     for regime in config.supervisions or ():
         for part in regime.split("+"):
             SUPERVISIONS.entry(part)
@@ -327,10 +331,12 @@ def validate(config: RunConfig) -> list[MethodSpec]:
 def segmenter_overrides(
     config: RunConfig, segmenter_id: str, supervision: str | None = None
 ) -> tuple[dict[str, Any], Any]:
-    """The values over ``segmenter_id``'s default config (preset sizes, then the config file,
-    then ``supervision``: one regime of ``--supervision``) and the resulting config."""
+    """The values over ``segmenter_id``'s default config (preset sizes, the segmenter class's
+    ``preset_values`` of the preset, then the config file, then ``supervision``: one regime of
+    ``--supervision``) and the resulting config."""
     cls = SEGMENTERS.get(segmenter_id)
-    layers = [config.preset.segmenter, config.segmenter_overrides]
+    own = cls.preset_values.get(config.preset.name, {})
+    layers = [config.preset.segmenter, own, config.segmenter_overrides]
     if supervision is not None:
         layers.append({"supervision": supervision})
     merged = cls.Config()

@@ -16,9 +16,16 @@ statistics of the semantic output (``semantic_statistics``):
     msp       = 1 - max_k p_k
     max_logit = max_k z_k
 
+On a mask-classification segmenter (``Segmenter.mask_classification``, e.g. EoMT), whose
+logits are the class scores ``l_k = sum_q softmax(c_q)_k sigmoid(m_q)``, the statistics are the
+source code's four (``mask_statistics``): ``max_k l_k``, ``-sum_k l_k log clamp(l_k, 1e-7)``,
+``sum_k l_k`` and ``1 - max_k l_k``.
+
 Stats-only head: the MLP ``5 -> 64 -> ReLU -> Dropout(0.1) -> 32 -> ReLU -> Dropout(0.1) -> 1`` as
 1x1 convolutions, giving an anomaly logit ``a(p)`` per pixel. Hybrid head: additionally a 1x1
-convolution ``C -> 32`` + ReLU of a segmenter feature map (default ``"decoder"``), bilinearly
+convolution ``C -> 32`` + ReLU of a segmenter feature map (default: the segmenter's
+``head_feature``, ``"decoder"`` for DeepLabV3+ / ERFNet, EoMT's last-layer ViT patch tokens
+``"tokens"``), bilinearly
 upsampled to the logits' resolution (over the padded extent, then cropped: see
 ``owsbench.methods.fre.features_to_logits``) and concatenated with the statistics, so the MLP
 input is 37-d.
@@ -36,15 +43,15 @@ identically, and the logit does not saturate to ties at 1.0 in float32.
 
 Deliberate deviations from the source code:
 
-- five statistics instead of the code's four (``max_prob``, ``entropy``, ``energy_proxy``,
-  ``msp``): the code's ``energy_proxy = sum_k l_k`` is a sum of mask-model class scores; for a
-  softmax it is identically 1 and carries no information, so it is replaced by the energy
-  ``-logsumexp z`` and the max logit is added, as the issue asks ("max probability, entropy,
-  energy, MSP, max logit"). The statistics are computed from the softmax of a per-pixel
-  classifier's logits, not from EoMT's mask-classification scores ``l``. The hybrid input is
-  therefore 37-d (5 + 32), not 36-d;
-- the segmenter is the benchmark's shared DeepLabV3+ (hybrid features: its ASPP-fused decoder
-  output, 256-d for ResNet-18), not a DINOv2 EoMT with 768-d ViT patch tokens;
+- on per-pixel classifiers, five statistics instead of the code's four (``max_prob``,
+  ``entropy``, ``energy_proxy``, ``msp``; kept as they are on mask models): the code's
+  ``energy_proxy = sum_k l_k`` is a sum of mask-model class scores; for a softmax it is
+  identically 1 and carries no information, so it is replaced by the energy ``-logsumexp z``
+  and the max logit is added, as the issue asks ("max probability, entropy, energy, MSP, max
+  logit"). The hybrid input is therefore 37-d (5 + 32) there, 36-d on a mask model;
+- the segmenter is any registered one: the default DeepLabV3+ (hybrid features: its ASPP-fused
+  decoder output, 256-d for ResNet-18) or ``@eomt``, a from-scratch EoMT (patch tokens of its
+  width, not DINOv2's 768-d);
 - learning rate 1e-3 by default (the code hard-codes AdamW lr 1e-4; the report says 1e-4 for V1
   and 1e-6 for V2) because owsbench trains for a few hundred CPU steps rather than epochs;
   ``lr`` is configurable. Weight decay 0.05 as in EoMT; one-cycle schedule (linear warm-up,
@@ -71,7 +78,7 @@ from torch import nn
 from owsbench.checks import Range
 from owsbench.datasets.base import VOID, Frame, Split
 from owsbench.errors import BadInput
-from owsbench.methods.base import FitContext, PosthocMethod, image_batch
+from owsbench.methods.base import FitContext, PosthocMethod, image_batch, is_mask_model
 from owsbench.methods.fre import features_to_logits, pad_multiple
 from owsbench.methods.nn.outlier_exposure import (
     PasteFields,
@@ -86,6 +93,7 @@ from owsbench.training.losses import labels_at, masked_bce
 from owsbench.training.supervision import Supervision
 
 STATISTICS = ("max_prob", "entropy", "energy", "msp", "max_logit")
+MASK_STATISTICS = ("max_score", "entropy", "score_sum", "msp")
 PROB_FLOOR = 1e-7  # clamp inside the entropy's log, as in the source code
 
 
@@ -103,10 +111,21 @@ def semantic_statistics(logits: torch.Tensor) -> torch.Tensor:
     return torch.stack([max_prob, entropy, energy, 1.0 - max_prob, z.amax(dim=1)], dim=1)
 
 
+def mask_statistics(scores: torch.Tensor) -> torch.Tensor:
+    """The four per-pixel statistics of a mask model's class scores ``l`` ``(B, K, H, W)``:
+    ``(B, 4, H, W)`` in the order of ``MASK_STATISTICS`` (module docstring)."""
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    top = scores.amax(dim=1)
+    entropy = -(scores * scores.clamp_min(PROB_FLOOR).log()).sum(dim=1)
+    return torch.stack([top, entropy, scores.sum(dim=1), 1.0 - top], dim=1)
+
+
 class PixelAnomalyHead(nn.Module):
     """Per-pixel MLP (1x1 convolutions) over the statistics, optionally with projected features.
 
-    ``feature_channels``: channels of the segmenter feature map (hybrid), or ``None`` (stats-only).
+    ``feature_channels``: channels of the segmenter feature map (hybrid), or ``None`` (stats-only);
+    ``mask_scores``: the logits are a mask model's class scores (``mask_statistics``), else
+    softmax inputs (``semantic_statistics``).
     """
 
     def __init__(
@@ -115,10 +134,12 @@ class PixelAnomalyHead(nn.Module):
         feature_dim: int = 32,
         hidden: tuple[int, ...] = (64, 32),
         dropout: float = 0.1,
+        mask_scores: bool = False,
     ) -> None:
         super().__init__()
         self.feature_proj = None
-        width = len(STATISTICS)
+        self.statistics = mask_statistics if mask_scores else semantic_statistics
+        width = len(MASK_STATISTICS if mask_scores else STATISTICS)
         if feature_channels:
             self.feature_proj = nn.Sequential(
                 nn.Conv2d(feature_channels, feature_dim, kernel_size=1), nn.ReLU()
@@ -137,8 +158,8 @@ class PixelAnomalyHead(nn.Module):
         features: torch.Tensor | None = None,
         multiple: int | None = None,
     ) -> torch.Tensor:
-        """The MLP input ``(B, 5 [+ feature_dim], H, W)`` at the logits' resolution."""
-        stats = semantic_statistics(logits)
+        """The MLP input ``(B, 5 or 4 [+ feature_dim], H, W)`` at the logits' resolution."""
+        stats = self.statistics(logits)
         if self.feature_proj is None:
             return stats
         if features is None:
@@ -211,7 +232,7 @@ class AnomalyHeadConfig(PasteFields):
 class HybridHeadConfig(AnomalyHeadConfig):
     """A hybrid head: the stats-only recipe plus the feature map and its projection width."""
 
-    feature_layer: str = "decoder"
+    feature_layer: str | None = None  # None: the segmenter's ``head_feature``
     feature_dim: Annotated[int, Range(ge=1, le=4096)] = 32
 
 
@@ -243,13 +264,14 @@ class AnomalyHead(PosthocMethod):
             getattr(cfg, "feature_dim", 32),
             tuple(cfg.hidden),
             cfg.dropout,
+            mask_scores=is_mask_model(self.segmenter),
         )
 
     def feature_map(self, outputs: SegmenterOutput) -> torch.Tensor | None:
         """The segmenter feature the hybrid head projects (``None`` for the stats-only head)."""
         if not self.hybrid:
             return None
-        layer = self.config.feature_layer
+        layer = self.config.feature_layer or getattr(self.segmenter, "head_feature", "decoder")
         if layer not in outputs.features:
             raise BadInput(
                 f"{self.name}: the segmenter has no feature {layer!r}; it has "
@@ -315,12 +337,15 @@ class AnomalyHead(PosthocMethod):
         return {
             "head": {k: v.detach().cpu().clone() for k, v in self.head.state_dict().items()},
             "feature_channels": int(proj[0].in_channels) if proj is not None else 0,
+            "mask_scores": self.head.statistics is mask_statistics,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         channels = int(state.get("feature_channels", 0)) or None
         if self.hybrid != (channels is not None):
             raise ValueError(f"{self.name}: state is of a {'hybrid' if channels else 'stats'} head")
+        if bool(state.get("mask_scores", False)) != is_mask_model(self.segmenter):
+            raise ValueError(f"{self.name}: state was fitted on another kind of segmenter")
         self.head = self.build_head(channels)
         self.head.load_state_dict(state["head"])
         self.head.eval()

@@ -134,6 +134,11 @@ class PosthocMethod(Method):
         super().__init__(config)
         self.segmenter = segmenter
 
+    @classmethod
+    def check_segmenter(cls, segmenter_cls: type, config: Any) -> None:
+        """``BadInput`` when the method cannot score a segmenter of ``segmenter_cls`` under
+        ``config`` (checked when a run is planned; default: every segmenter works)."""
+
     @abstractmethod
     def score(self, outputs: SegmenterOutput) -> torch.Tensor:
         """Anomaly map ``(B, h, w)`` at the logits' resolution; higher = more anomalous."""
@@ -146,6 +151,12 @@ class PosthocMethod(Method):
         return Prediction(
             semantic=outputs.class_max()[1], anomaly=self.score(outputs), logits=outputs.logits
         )
+
+
+def is_mask_model(segmenter: object | None) -> bool:
+    """Whether ``segmenter`` is a mask-classification model (``Segmenter.mask_classification``:
+    its logits are non-negative class scores ``l`` derived from query masks)."""
+    return bool(getattr(segmenter, "mask_classification", False))
 
 
 def image_batch(images: list, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -13,6 +13,21 @@ maxlogit   ``-max_c z_c``                       Hendrycks et al., ICML 2022
 entropy    ``-sum_c p_c log p_c / log K``       normalised Shannon entropy
 energy     ``-T logsumexp_c(z_c / T)``          Liu et al., NeurIPS 2020
 =========  ===================================  =====================================
+
+On a mask-classification segmenter (``Segmenter.mask_classification``, e.g. EoMT) the logits are
+the class scores ``l_k = sum_q softmax(c_q)_k sigmoid(m_q)`` (non-negative; near 1 for a
+class one confident query covers, up to the query count when many overlap), and two conventions
+exist (the method option ``convention``):
+
+- ``"probabilities"`` (the default): ``l`` used directly as class probabilities, as
+  Mask2Anomaly (``shyam671/Mask2Anomaly``, ``1 - max_k l_k``) and the DaddaRev anomaly heads do:
+  msp ``1 - max_k l_k``, maxlogit ``-max_k l_k``, entropy
+  ``-sum_k l~_k log l~_k / log K`` with ``l~ = max(l, 1e-7)`` (not renormalised), energy
+  ``-T log sum_k l_k^(1/T)`` (the energy of ``log l``; ``-log sum_k l_k`` at ``T = 1``);
+- ``"logits"``: ``l`` fed to the formulas above as if it were logits, as
+  ``NazirNayal8/RbA`` ``evaluate_ood.py`` does for its baselines.
+
+On a per-pixel classifier the logits are logits and ``convention`` changes nothing.
 """
 
 from __future__ import annotations
@@ -21,12 +36,12 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 
 from owsbench.checks import Range
-from owsbench.methods.base import PosthocMethod
+from owsbench.methods.base import PosthocMethod, is_mask_model
 from owsbench.segmenters.base import SegmenterOutput, as_float32
 
 
@@ -82,19 +97,63 @@ entropy_score = on_logits(entropy_of)
 energy_score = on_logits(energy_of)
 
 
+PROB_FLOOR = 1e-7  # clamp inside logarithms of class scores (as the DaddaRev code)
+
+
+def msp_probability(scores: torch.Tensor) -> torch.Tensor:
+    """``1 - max_k l_k`` of class scores ``l`` ``(B, K, H, W)``."""
+    return 1.0 - as_float32(scores).amax(dim=1)
+
+
+def maxlogit_probability(scores: torch.Tensor) -> torch.Tensor:
+    """``-max_k l_k``."""
+    return -as_float32(scores).amax(dim=1)
+
+
+def entropy_probability(scores: torch.Tensor) -> torch.Tensor:
+    """``-sum_k l~_k log l~_k / log K`` with ``l~ = max(l, 1e-7)`` (no renormalisation)."""
+    num_classes = scores.shape[1]
+    if num_classes < 2:
+        raise ValueError(f"entropy needs at least 2 classes, got {num_classes}")
+    clamped = as_float32(scores).clamp_min(PROB_FLOOR)
+    return -(clamped * clamped.log()).sum(dim=1) / math.log(num_classes)
+
+
+def energy_probability(scores: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """The energy of ``log l``: ``-T logsumexp_k(log l~_k / T)`` (``-log sum_k l_k`` at T = 1)."""
+    return energy_score(as_float32(scores).clamp_min(PROB_FLOOR).log(), temperature)
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """``convention``: how a mask-classification segmenter's class scores ``l`` are read,
+    ``"probabilities"`` (default) or ``"logits"`` (module docstring); no effect on a per-pixel
+    classifier."""
+
+    convention: Literal["probabilities", "logits"] = "probabilities"
+
+
 class LogitScore(PosthocMethod):
     """A post-hoc method that applies one score function to the segmenter's output.
 
     Subclasses set ``score_fn`` (a function of the ``SegmenterOutput``, whose class-axis
-    reductions are computed once and shared by every score of the same forward pass); the
-    fields of their ``Config`` are passed to it as keyword arguments, so a hyperparameter is
-    declared once, in the config that is hashed into cache keys.
+    reductions are computed once and shared by every score of the same forward pass) and
+    ``probability_fn`` (a mask-classification segmenter's class scores under
+    ``convention="probabilities"``); the other fields of their ``Config`` are passed to it as
+    keyword arguments, so a hyperparameter is declared once, in the config that is hashed into
+    cache keys.
     """
 
+    Config: ClassVar[type] = ScoreConfig
     score_fn: ClassVar[Callable[..., torch.Tensor]]
+    probability_fn: ClassVar[Callable[..., torch.Tensor]]
 
     def score(self, outputs: SegmenterOutput) -> torch.Tensor:
-        return type(self).score_fn(outputs, **dataclasses.asdict(self.config))
+        options = dataclasses.asdict(self.config)
+        convention = options.pop("convention")
+        if convention == "probabilities" and is_mask_model(self.segmenter):
+            return type(self).probability_fn(outputs.logits, **options)
+        return type(self).score_fn(outputs, **options)
 
 
 class MSP(LogitScore):
@@ -107,6 +166,7 @@ class MSP(LogitScore):
     name = "msp"
     summary = "maximum softmax probability: 1 - max p"
     score_fn = staticmethod(msp_of)
+    probability_fn = staticmethod(msp_probability)
 
 
 class MaxLogit(LogitScore):
@@ -118,6 +178,7 @@ class MaxLogit(LogitScore):
     name = "maxlogit"
     summary = "negated maximum logit: -max z"
     score_fn = staticmethod(maxlogit_of)
+    probability_fn = staticmethod(maxlogit_probability)
 
 
 class Entropy(LogitScore):
@@ -129,6 +190,7 @@ class Entropy(LogitScore):
     name = "entropy"
     summary = "softmax entropy / log K"
     score_fn = staticmethod(entropy_of)
+    probability_fn = staticmethod(entropy_probability)
 
 
 class Energy(LogitScore):
@@ -138,11 +200,13 @@ class Energy(LogitScore):
     """
 
     @dataclass(frozen=True)
-    class Config:
-        """``temperature``: the ``T`` of the energy (``T = 1`` in the paper's detector)."""
+    class Config(ScoreConfig):
+        """``temperature``: the ``T`` of the energy (``T = 1`` in the paper's detector);
+        ``convention`` as for every logit score."""
 
         temperature: Annotated[float, Range(gt=0)] = 1.0
 
     name = "energy"
     summary = "free energy: -T logsumexp(z / T)"
     score_fn = staticmethod(energy_of)
+    probability_fn = staticmethod(energy_probability)

@@ -97,11 +97,13 @@ class QueryOutputs:
 @dataclass
 class SegmenterOutput:
     """What one segmenter forward pass yields: logits ``(B, K, h, w)``, named features and, for
-    mask-classification models, the query outputs the logits were derived from."""
+    mask-classification models, the query outputs the logits were derived from and the class
+    scores of head sets methods attached (``extra_logits``, by name; e.g. RbA+OE's)."""
 
     logits: torch.Tensor
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     queries: QueryOutputs | None = None
+    extra_logits: dict[str, torch.Tensor] = field(default_factory=dict)
     # reductions over the class axis, computed once and shared by every score of this output
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -137,11 +139,35 @@ class Segmenter(nn.Module):
     Config: ClassVar[type] = SegmenterConfig
     output_stride: ClassVar[int] = 1
     feature_names: ClassVar[tuple[str, ...]] = ()
+    # mask classification (per-query classes and masks, ``logits`` = the derived class scores
+    # ``l >= 0``) rather than per-pixel classification (``logits`` = softmax inputs)
+    mask_classification: ClassVar[bool] = False
+    # the feature a hybrid anomaly head reads unless told otherwise
+    head_feature: ClassVar[str] = "decoder"
+    # preset name -> config values of this segmenter under that preset (after the preset's sizes)
+    preset_values: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: SegmenterConfig, num_classes: int) -> None:
         super().__init__()
         self.config = config
         self.num_classes = num_classes
+
+    def dense_losses(
+        self, output: SegmenterOutput, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor] | None:
+        """The model's own loss terms on dense labels ``(B, H, W)`` (``"total"`` minimised), or
+        None: the supervision's per-pixel cross-entropy on ``logits`` (the default)."""
+        return None
+
+    def set_training_progress(self, step: int, total: int) -> None:  # noqa: B027 - optional
+        """Told by the training loop before each step (0-based) of a fit of ``total`` steps;
+        for schedules inside the model (default: nothing)."""
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups: ``params`` plus the optional keys the training loop reads
+        (``lr_scale``, ``start_step``, ``warmup_fraction``; ``owsbench.training.loop``). Default:
+        one group of every parameter."""
+        return [{"params": list(self.parameters())}]
 
     def forward(self, images: torch.Tensor) -> SegmenterOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -94,10 +94,11 @@ def test_methods_apply_their_score_to_the_logits():
         (Entropy(), entropy_score),
     ]:
         assert torch.equal(method.score(outputs), fn(logits)), method.name
-        assert dataclasses.asdict(method.config) == {} and method.summary
+        assert dataclasses.asdict(method.config) == {"convention": "probabilities"}
+        assert method.summary
     energy = Energy(Energy.Config(temperature=2.0))
     assert torch.equal(energy.score(outputs), energy_score(logits, temperature=2.0))
-    assert dataclasses.asdict(energy.config) == {"temperature": 2.0}
+    assert dataclasses.asdict(energy.config) == {"convention": "probabilities", "temperature": 2.0}
     assert [m.name for m in (MSP, MaxLogit, Entropy, Energy)] == [
         "msp",
         "maxlogit",

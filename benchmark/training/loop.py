@@ -3,11 +3,13 @@
 Per step ``s`` of ``recipe.steps``: the next indices of the data order (``frame_order``: a seeded
 permutation per epoch; or any sampler with its signature), the supervision's batch of those
 items (``Supervision.batch``), the shared augmentation when the loop has an ``augmentation``
-config, the batch on the device, the learning rate ``one_cycle_lr(s)``, the supervision's loss
-terms (``Supervision.losses``; ``"total"`` is minimised), ``zero_grad``, ``backward``, optional
-gradient-norm clipping, ``optimizer.step()``, then the log (total loss, lr, every other term as a
-named scalar), the hooks' ``on_step`` and, every ``validate_every`` steps, the validation
-callback. Hooks also run ``before`` the first step and ``after`` the last.
+config, the batch on the device, the learning rate ``one_cycle_lr(s)`` (per parameter group:
+:func:`group_lr`, scaled and delayed as the group declares), the hooks' ``before_step``, the
+supervision's loss terms (``Supervision.losses``; ``"total"`` is minimised), ``zero_grad``,
+``backward``, optional gradient-norm clipping, ``optimizer.step()``, then the log (total loss,
+the recipe's lr, every other term as a named scalar), the hooks' ``on_step`` and, every
+``validate_every`` steps, the validation callback. Hooks also run ``before`` the first step and
+``after`` the last.
 
 Every random draw comes from the loop's ``Streams`` (data order, batch contents such as
 outlier-exposure pastes, augmentation), so a seed fixes the whole fit; the global torch seed
@@ -60,7 +62,9 @@ class Recipe:
         values = {f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)}
         return cls(**{**values, **overrides})
 
-    def build_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    def build_optimizer(self, params: list) -> torch.optim.Optimizer:
+        """The optimiser of ``params``: parameters, or parameter groups (dicts with
+        ``params``; extra keys such as ``lr_scale`` ride along in the optimiser's groups)."""
         if self.optimizer == "adamw":
             return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.optimizer == "sgd":
@@ -93,17 +97,34 @@ class Streams:
 
 
 class Hook:
-    """Code that runs around a loop: ``before`` the first step, ``on_step`` after every
-    optimiser step (``terms`` are that step's loss terms), ``after`` the last step."""
+    """Code that runs around a loop: ``before`` the first step, ``before_step`` before each
+    step's batch is scored, ``on_step`` after every optimiser step (``terms`` are that step's
+    loss terms), ``after`` the last step."""
 
     def before(self, loop: Loop) -> None:
         """Runs once before the first step."""
+
+    def before_step(self, loop: Loop, step: int) -> None:
+        """Runs before the losses of ``step`` (0-based) are computed."""
 
     def on_step(self, loop: Loop, step: int, terms: dict[str, torch.Tensor]) -> None:
         """Runs after the optimiser step of ``step`` (0-based)."""
 
     def after(self, loop: Loop) -> None:
         """Runs once after the last step."""
+
+
+def group_lr(group: dict[str, Any], step: int, steps: int, recipe: Recipe) -> float:
+    """The learning rate of an optimiser group at ``step``: ``lr_scale`` (default 1) times the
+    one-cycle schedule of the group's own steps, which start at ``start_step`` (default 0; 0
+    before it) and warm up over ``warmup_fraction`` (default the recipe's) of the rest. Groups
+    without those keys follow the recipe's schedule."""
+    start = int(group.get("start_step", 0))
+    if step < start:
+        return 0.0
+    warmup = group.get("warmup_fraction", recipe.warmup_fraction)
+    lr = one_cycle_lr(step - start, steps - start, recipe.lr, warmup)
+    return float(group.get("lr_scale", 1.0)) * lr
 
 
 class Loop:
@@ -153,10 +174,11 @@ class Loop:
     def run(
         self, params: Iterable[torch.nn.Parameter], source: Sequence, supervision: Supervision
     ) -> TrainLog:
-        """Train ``params`` on ``source`` (a split or any sequence the supervision batches);
-        return the ``TrainLog``."""
+        """Train ``params`` (parameters, or parameter groups: see :func:`group_lr`) on
+        ``source`` (a split or any sequence the supervision batches); return the ``TrainLog``."""
         params = list(params)
         optimizer = self.recipe.build_optimizer(params)
+        every = [p for group in optimizer.param_groups for p in group["params"]]
         self.log = TrainLog()
         for hook in self.hooks:
             hook.before(self)
@@ -168,12 +190,14 @@ class Loop:
         for step, batch in enumerate(bar):
             lr = one_cycle_lr(step, steps, self.recipe.lr, self.recipe.warmup_fraction)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = group_lr(group, step, steps, self.recipe)
+            for hook in self.hooks:
+                hook.before_step(self, step)
             terms = supervision.losses(batch)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             if self.recipe.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, self.recipe.grad_clip)
+                torch.nn.utils.clip_grad_norm_(every, self.recipe.grad_clip)
             optimizer.step()
             self.log.record(lr, terms)
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})

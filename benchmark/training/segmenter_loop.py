@@ -9,9 +9,20 @@ from owsbench.methods.base import FitContext
 from owsbench.segmenters.base import Segmenter, SegmenterConfig
 from owsbench.training.class_weights import cached_class_stats, weight_tensor
 from owsbench.training.log import TrainLog
-from owsbench.training.loop import Loop, Recipe, Streams
+from owsbench.training.loop import Hook, Loop, Recipe, Streams
 from owsbench.training.supervision import SegmenterSupervision
 from owsbench.training.validation import periodic_validation, validation_interval
+
+
+class ProgressHook(Hook):
+    """Tells the segmenter each step before its losses (``Segmenter.set_training_progress``:
+    schedules inside the model, e.g. EoMT's masked-attention annealing)."""
+
+    def __init__(self, model: Segmenter) -> None:
+        self.model = model
+
+    def before_step(self, loop: Loop, step: int) -> None:
+        self.model.set_training_progress(step, loop.recipe.steps)
 
 
 def run_supervised(
@@ -26,7 +37,8 @@ def run_supervised(
     one-cycle schedule, the shared augmentation, data order and augmentation seeded by
     ``context.seed``; with ``context.validation`` and ``config.validate_every`` the validation
     mIoU is logged periodically; with ``config.class_weighting`` every CE of the supervision is
-    weighted by class frequency over ``train`` (the weights join the report). Returns the log
+    weighted by class frequency over ``train`` (the weights join the report); the optimiser
+    gets the model's ``parameter_groups`` and the model its step (``ProgressHook``). Returns the log
     and the supervision's report; the model is
     left in eval mode. ``label`` names the phase on the progress bar."""
     report: dict[str, Any] = {}
@@ -45,12 +57,13 @@ def run_supervised(
         context.device,
         Streams.seeded(context.seed),
         augmentation=config,
+        hooks=[ProgressHook(model)],
         validate=validate,
         validate_every=validation_interval(config.validate_every, config.steps),
         desc=f"fit segmenter ({label})",
         progress=context.progress,
     )
     model.to(context.device).train()
-    log = loop.run(model.parameters(), train, supervision)
+    log = loop.run(model.parameter_groups(), train, supervision)
     model.eval()
     return log, {**report, **supervision.report()}

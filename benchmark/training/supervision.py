@@ -83,10 +83,15 @@ class SegmenterSupervision(Supervision):
 
 class FullSupervision(SegmenterSupervision):
     """``full``: dense labels, cross-entropy over every labelled pixel (void ignored); labels are
-    resized (nearest) to the logits when the model runs at a scaled resolution."""
+    resized (nearest) to the logits when the model runs at a scaled resolution. A segmenter with
+    its own loss on dense labels (``Segmenter.dense_losses``, e.g. EoMT's mask-classification
+    loss) is trained with that instead."""
 
     name: ClassVar[str] = "full"
 
     def output_losses(self, output: SegmenterOutput, batch: Batch) -> dict[str, torch.Tensor]:
+        own = self.model.dense_losses(output, batch.labels)
+        if own is not None:
+            return own
         labels = labels_at(batch.labels, output.logits.shape[-2:])
         return {"total": semantic_ce(output.logits, labels, self.class_weight)}
