@@ -121,7 +121,7 @@ def entropy_probability(scores: torch.Tensor) -> torch.Tensor:
 
 def energy_probability(scores: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """The energy of ``log l``: ``-T logsumexp_k(log l~_k / T)`` (``-log sum_k l_k`` at T = 1)."""
-    return energy_score(as_float32(scores).clamp_min(PROB_FLOOR).log(), temperature)
+    return energy_score(as_float32(scores).clamp_min(PROB_FLOOR).log(), temperature=temperature)
 
 
 @dataclass(frozen=True)
