@@ -81,7 +81,7 @@ from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, PosthocMethod, image_batch, is_mask_model
 from owsbench.methods.fre import features_to_logits, pad_multiple
 from owsbench.methods.nn.outlier_exposure import (
-    PasteFields,
+    HeadFitFields,
     outlier_batch,
     require_source,
     split_outlier_labels,
@@ -205,7 +205,7 @@ class HeadObjective(Supervision):
 
 
 @dataclass(frozen=True)
-class AnomalyHeadConfig(PasteFields):
+class AnomalyHeadConfig(HeadFitFields):
     """Training recipe of a stats-only head (fields named like ``SegmenterConfig``'s).
 
     ``lr``: 1e-3 for short CPU runs (the source code hard-codes 1e-4). ``paste_*``: the
@@ -213,15 +213,6 @@ class AnomalyHeadConfig(PasteFields):
     (``sigmoid``; same ranking); it only changes inference.
     """
 
-    steps: Annotated[int, Range(ge=1)] = 150
-    batch_size: Annotated[int, Range(ge=1)] = 8
-    lr: Annotated[float, Range(gt=0)] = 1e-3
-    weight_decay: Annotated[float, Range(ge=0)] = 0.05
-    warmup_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1
-    crop: Annotated[tuple[int, int] | None, Range(ge=8, le=8192)] = (128, 128)
-    scale_range: Annotated[tuple[float, float], Range(gt=0, le=8)] = (0.75, 1.5)
-    hflip: bool = True
-    color_jitter: Annotated[float, Range(ge=0, lt=1)] = 0.25
     pos_weight: Annotated[float, Range(gt=0)] = 10.0
     hidden: Annotated[tuple[int, ...], Range(ge=1, le=4096)] = (64, 32)
     dropout: Annotated[float, Range(ge=0, lt=1)] = 0.1

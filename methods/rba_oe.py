@@ -42,7 +42,7 @@ from owsbench.datasets.base import Frame, Split
 from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, PosthocMethod
 from owsbench.methods.nn.outlier_exposure import (
-    PasteFields,
+    HeadFitFields,
     outlier_batch,
     require_source,
     split_outlier_labels,
@@ -70,19 +70,10 @@ def outlier_loss(
 
 
 @dataclass(frozen=True)
-class RbAOEConfig(PasteFields):
+class RbAOEConfig(HeadFitFields):
     """Fine-tuning recipe (fields named like ``SegmenterConfig``'s), RbA's margins ``tau_in``,
     ``tau_out`` and the weight of the mask-classification loss on inliers."""
 
-    steps: Annotated[int, Range(ge=1)] = 150
-    batch_size: Annotated[int, Range(ge=1)] = 8
-    lr: Annotated[float, Range(gt=0)] = 1e-3
-    weight_decay: Annotated[float, Range(ge=0)] = 0.05
-    warmup_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1
-    crop: Annotated[tuple[int, int] | None, Range(ge=8, le=8192)] = (128, 128)
-    scale_range: Annotated[tuple[float, float], Range(gt=0, le=8)] = (0.75, 1.5)
-    hflip: bool = True
-    color_jitter: Annotated[float, Range(ge=0, lt=1)] = 0.25
     tau_in: Annotated[float, Range(ge=-100, le=100)] = 0.0
     tau_out: Annotated[float, Range(ge=-100, le=100)] = 5.0
     mask_loss_weight: Annotated[float, Range(ge=0)] = 1.0

@@ -148,6 +148,22 @@ def binary_ap(samples: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (recall * precision + (1 - recall) * base_rate).float()
 
 
+def reward_terms(images: list[tuple]) -> dict[str, torch.Tensor]:
+    """The logged terms of a batch from its images' ``(loss, rewards, advantages)``: ``total``
+    = ``policy`` (the mean policy-gradient loss; the caller adds its CE / KL terms), the mean
+    ``reward`` and the variances of the rewards and advantages over the batch's samples."""
+    policy = torch.stack([t[0] for t in images]).mean()
+    rewards = torch.cat([t[1] for t in images])
+    advantages = torch.cat([t[2] for t in images])
+    return {
+        "total": policy,
+        "policy": policy,
+        "reward": rewards.mean(),
+        "reward_var": rewards.var(unbiased=False),
+        "advantage_var": advantages.var(unbiased=False),
+    }
+
+
 class AnomalyRewardSupervision(Supervision):
     """The ``anomaly-ap`` tuning loss (module docstring) of a trained method with an anomaly
     output: ``objective`` makes its batches (outlier-exposure pastes) and its MLE loss terms
@@ -177,18 +193,10 @@ class AnomalyRewardSupervision(Supervision):
             size = [max(1, round(s * self.tuning.sample_scale)) for s in logit.shape[-2:]]
             logit = F.interpolate(logit[:, None], size=size, mode="bilinear")[:, 0]
             target = labels_at(target, logit.shape[-2:])
-        terms = [self.image_terms(a, t) for a, t in zip(logit, target, strict=True)]
-        policy = torch.stack([t[0] for t in terms]).mean()
-        total = policy + self.tuning.ce_weight * mle["total"] if self.tuning.ce_weight else policy
-        rewards = torch.cat([t[1] for t in terms])
-        advantages = torch.cat([t[2] for t in terms])
-        return {
-            "total": total,
-            "policy": policy,
-            "reward": rewards.mean(),
-            "reward_var": rewards.var(unbiased=False),
-            "advantage_var": advantages.var(unbiased=False),
-        }
+        record = reward_terms([self.image_terms(a, t) for a, t in zip(logit, target, strict=True)])
+        if self.tuning.ce_weight:
+            record["total"] = record["total"] + self.tuning.ce_weight * mle["total"]
+        return record
 
     def image_terms(self, logit: torch.Tensor, target: torch.Tensor) -> tuple:
         """One image: its policy-gradient loss, its samples' rewards and advantages."""
@@ -238,23 +246,15 @@ class RewardSupervision(SegmenterSupervision):
             size = [max(1, round(s * tuning.sample_scale)) for s in logits.shape[-2:]]
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
             labels = labels_at(labels, logits.shape[-2:])
-        terms = [self.image_terms(z, y) for z, y in zip(logits, labels, strict=True)]
-        policy = torch.stack([t[0] for t in terms]).mean()
-        total = policy
+        record = reward_terms([self.image_terms(z, y) for z, y in zip(logits, labels, strict=True)])
         if tuning.ce_weight > 0:
             dense = labels_at(batch.labels, output.logits.shape[-2:])
-            total = total + tuning.ce_weight * semantic_ce(output.logits, dense)
+            record["total"] = record["total"] + tuning.ce_weight * semantic_ce(output.logits, dense)
         if self.reference is not None:
-            total = total + tuning.kl_weight * self.kl_to_reference(output, batch)
-        rewards = torch.cat([t[1] for t in terms])
-        advantages = torch.cat([t[2] for t in terms])
-        return {
-            "total": total,
-            "policy": policy,
-            "reward": rewards.mean(),
-            "reward_var": rewards.var(unbiased=False),
-            "advantage_var": advantages.var(unbiased=False),
-        }
+            record["total"] = record["total"] + tuning.kl_weight * self.kl_to_reference(
+                output, batch
+            )
+        return record
 
     def image_terms(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple:
         """One image: its policy-gradient loss, its samples' rewards and advantages (the

@@ -61,6 +61,23 @@ class PasteFields:
         )
 
 
+@dataclass(frozen=True)
+class HeadFitFields(PasteFields):
+    """The recipe of heads fitted on outlier-exposure pastes over a frozen segmenter (the
+    anomaly heads, RbA+OE): fields named like ``SegmenterConfig``'s so presets size them; 150
+    steps of 128x128 crops, lr 1e-3 (short CPU runs), and the ``paste_*`` fields."""
+
+    steps: Annotated[int, Range(ge=1)] = 150
+    batch_size: Annotated[int, Range(ge=1)] = 8
+    lr: Annotated[float, Range(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Range(ge=0)] = 0.05
+    warmup_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1
+    crop: Annotated[tuple[int, int] | None, Range(ge=8, le=8192)] = (128, 128)
+    scale_range: Annotated[tuple[float, float], Range(gt=0, le=8)] = (0.75, 1.5)
+    hflip: bool = True
+    color_jitter: Annotated[float, Range(ge=0, lt=1)] = 0.25
+
+
 def require_source(method: str, source: object | None) -> object:
     """The outlier-exposure source, or a one-line error saying the dataset has none."""
     if source is None:
