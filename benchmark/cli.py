@@ -298,7 +298,6 @@ def _run_config(config: RunConfig, jobs_dir: Path | None, executor=None) -> None
     its planned jobs to ``jobs_dir``, or run them (in this process, or with ``executor``) and
     print the leaderboard."""
     from owsbench.cache import atomic_write_text
-    from owsbench.report import markdown, write_leaderboard
     from owsbench.runner import Runner
 
     runner = Runner(config, executor)
@@ -314,6 +313,8 @@ def _run_config(config: RunConfig, jobs_dir: Path | None, executor=None) -> None
     rows = runner.run()
     if executor is not None and _slurm_submitted(executor, config.out):
         return
+    from owsbench.report import markdown, write_leaderboard  # pandas: after the run
+
     write_leaderboard(rows, config.out)
     click.echo(markdown(rows))
     click.echo(

@@ -12,7 +12,6 @@ from owsbench.datasets.base import LabelTraits
 from owsbench.errors import BadInput
 from owsbench.segmenters.base import SegmenterConfig
 from owsbench.training.supervision import SegmenterSupervision
-from owsbench.training.weak import CombinedSupervision, combined_part
 
 
 def supervision_class(supervision: str) -> type[SegmenterSupervision]:
@@ -22,6 +21,8 @@ def supervision_class(supervision: str) -> type[SegmenterSupervision]:
     from owsbench.catalog import SUPERVISIONS
 
     if "+" in supervision:
+        from owsbench.training.weak import CombinedSupervision  # scipy, skimage: weak runs only
+
         return CombinedSupervision
     return SUPERVISIONS.get(supervision)
 
@@ -62,6 +63,8 @@ def check_supervision(config: SegmenterConfig, traits: LabelTraits, dataset: str
     if len(regimes) > 1:
         if len(set(regimes)) < len(regimes):
             raise BadInput(f"supervision {config.supervision!r} names a regime twice")
+        from owsbench.training.weak import combined_part
+
         for regime in regimes:
             combined_part(regime)
     weights = config.supervision_weights or {}
