@@ -663,10 +663,13 @@ def cache_clean(
 
 
 def _rows_at(path: Path, what: str) -> list[dict]:
-    """Rows of a run folder (its results.jsonl) or of a results.jsonl file."""
-    from owsbench.results import read_rows
+    """Rows of a run folder (its results.jsonl, shards merged first) or of a results.jsonl
+    file."""
+    from owsbench.results import merge_shards, read_rows
 
     file = path / "results.jsonl" if path.is_dir() else path
+    if file.name == "results.jsonl":
+        merge_shards(file.parent)
     if not file.is_file():
         raise BadInput(f"{what} {path} not found (expected a run folder or a results.jsonl)")
     rows = read_rows(file)

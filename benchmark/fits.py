@@ -4,7 +4,8 @@
 recipe, fit seconds, the training curve and the checkpoint's sha256; ``<hash>`` is the first 16
 hex digits of the sha256 of the canonical JSON of ``{"recipe": recipe, "fit_version":
 FIT_VERSION}`` (:func:`fit_stem`). Both files are written atomically; the ``.json`` is written
-last, so a checkpoint counts only once its metadata is there.
+last, so a checkpoint counts only once its metadata is there. A fit runs under the file lock
+``<kind>-<hash>.lock``, so concurrent processes that need one fit fit it once.
 
 :func:`fit_or_load` is the one fit function: segmenters, post-hoc statistics and trained methods
 all go through it. Importing this module loads no torch (planning computes cache keys with it).
@@ -68,14 +69,37 @@ class FitCache:
         recipe: dict[str, Any],
         fit: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
     ) -> Fit:
-        """The cached fit of ``recipe``, else run ``fit() -> (state, extra meta)`` and store it."""
+        """The cached fit of ``recipe``, else run ``fit() -> (state, extra meta)`` and store it.
+
+        The fit runs under ``<stem>.lock`` (:mod:`filelock`): a second process (or thread)
+        that needs the same fit waits for it and then loads it instead of fitting it again."""
+        from filelock import FileLock
+
+        state_path, meta_path = self.paths(kind, recipe)
+        cached = self.cached(state_path, meta_path)
+        if cached is not None:
+            return cached
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(state_path.with_suffix(".lock")):
+            cached = self.cached(state_path, meta_path)  # fitted while this one waited
+            return cached if cached is not None else self.fit_and_store(kind, recipe, fit)
+
+    def cached(self, state_path: Path, meta_path: Path) -> Fit | None:
+        """The verified cached fit, None when there is none (or it was corrupt)."""
+        if state_path.exists() and meta_path.exists():
+            return self.load(state_path, meta_path)
+        return None
+
+    def fit_and_store(
+        self,
+        kind: str,
+        recipe: dict[str, Any],
+        fit: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
+    ) -> Fit:
+        """Run ``fit()`` and store its state and metadata (the ``.json`` last)."""
         import torch
 
         state_path, meta_path = self.paths(kind, recipe)
-        if state_path.exists() and meta_path.exists():
-            cached = self.load(state_path, meta_path)
-            if cached is not None:
-                return cached
         start = time.perf_counter()
         state, extra = fit()
         seconds = time.perf_counter() - start
