@@ -5,7 +5,10 @@ recipe, fit seconds, the training curve and the checkpoint's sha256; ``<hash>`` 
 hex digits of the sha256 of the canonical JSON of ``{"recipe": recipe, "fit_version":
 FIT_VERSION}`` (:func:`fit_stem`). Both files are written atomically; the ``.json`` is written
 last, so a checkpoint counts only once its metadata is there. A fit runs under the file lock
-``<kind>-<hash>.lock``, so concurrent processes that need one fit fit it once.
+``<kind>-<hash>.lock``, so concurrent processes that need one fit fit it once. While a fit runs,
+its training loops checkpoint under ``<cache_dir>/fits/resume/<kind>-<hash>/``
+(:func:`next_loop_checkpoint`, read by :class:`owsbench.training.loop.Loop`); a fit killed
+midway resumes from there, and the folder is removed once the fit is stored.
 
 :func:`fit_or_load` is the one fit function: segmenters, post-hoc statistics and trained methods
 all go through it. Importing this module loads no torch (planning computes cache keys with it).
@@ -27,6 +30,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -39,6 +43,34 @@ FIT_VERSION = 2  # bump when a training loop changes so cached fits are not reus
 def fit_stem(kind: str, recipe: dict[str, Any]) -> str:
     """The cache file name (without suffix) of the fit of ``recipe``: ``<kind>-<hash>``."""
     return f"{kind}-{content_hash({'recipe': recipe, 'fit_version': FIT_VERSION})}"
+
+
+RESUME_DIR = "resume"  # under <cache_dir>/fits: the checkpoints of fits being made
+
+
+@dataclass
+class ResumeSlot:
+    """Where the training loops of the fit being made keep their checkpoints:
+    ``<cache_dir>/fits/resume/<kind>-<hash>/loop<i>.pt``, ``i`` counting the loops the fit has
+    started (a fit's loops run in a fixed order, so a rerun finds each loop's own file)."""
+
+    folder: Path
+    loops: int = 0
+
+    def next_checkpoint(self) -> Path:
+        path = self.folder / f"loop{self.loops}.pt"
+        self.loops += 1
+        return path
+
+
+_RESUMING: ContextVar[ResumeSlot | None] = ContextVar("owsbench_resuming", default=None)
+
+
+def next_loop_checkpoint() -> Path | None:
+    """The checkpoint file of the next training loop of the fit being made (by
+    :meth:`FitCache.load_or_fit`, innermost first); None outside a fit."""
+    slot = _RESUMING.get()
+    return slot.next_checkpoint() if slot is not None else None
 
 
 @dataclass
@@ -101,7 +133,12 @@ class FitCache:
 
         state_path, meta_path = self.paths(kind, recipe)
         start = time.perf_counter()
-        state, extra = fit()
+        slot = ResumeSlot(self.root / RESUME_DIR / state_path.stem)
+        token = _RESUMING.set(slot)
+        try:
+            state, extra = fit()
+        finally:
+            _RESUMING.reset(token)
         seconds = time.perf_counter() - start
         buffer = io.BytesIO()
         torch.save(state, buffer)
@@ -117,6 +154,7 @@ class FitCache:
             **extra,
         }
         atomic_write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True))
+        shutil.rmtree(slot.folder, ignore_errors=True)  # the fit is stored: its loops are done
         return Fit(state=state, meta=meta, cached=False)
 
     def load(self, state_path: Path, meta_path: Path) -> Fit | None:

@@ -172,6 +172,14 @@ class HeadObjective(Supervision):
         images, labels = outlier_batch(items, self.source, rng, self.method.config.paste_config())
         return Batch(images=images, labels=labels)
 
+    def resume_state(self) -> dict[str, Any] | None:
+        """The head's state and the pixel counts so far (the segmenter is frozen)."""
+        return {"head": self.method.head.state_dict(), "counts": (self.anomalous, self.valid)}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        self.method.head.load_state_dict(state["head"])
+        self.anomalous, self.valid = state["counts"]
+
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         _, target = split_outlier_labels(batch.labels)
         with torch.no_grad():

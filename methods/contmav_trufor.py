@@ -264,6 +264,12 @@ class ConfidenceObjective(Supervision):
         images, labels = outlier_batch(items, self.source, rng, self.method.config.paste_config())
         return Batch(images=images, labels=labels)
 
+    def resume_state(self) -> dict[str, Any] | None:
+        return {"model": self.method.model.state_dict()}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        self.method.model.load_state_dict(state["model"])
+
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg: ContMAVTruForConfig = self.method.config
         model: ContMAVTruForNet = self.method.model

@@ -154,6 +154,12 @@ class DualHeadObjective(Supervision):
         check_label_range(labels, cfg.num_classes, "dual-head", OUTLIER)
         return Batch(images=images, labels=labels)
 
+    def resume_state(self) -> dict[str, Any] | None:
+        return {"model": self.method.model.state_dict()}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        self.method.model.load_state_dict(state["model"])
+
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         logits, anomaly_logit = self.method.model(batch.images)
         labels = labels_at(batch.labels, logits.shape[-2:])  # input_scale != 1

@@ -1,6 +1,6 @@
 """The training loop every fit runs: ``Loop(recipe, ...).run(params, source, supervision)``.
 
-Per step ``s`` of ``recipe.steps``: the next indices of the data order (``frame_order``: a seeded
+Per step ``s`` of ``recipe.steps``: the next indices of the data order (``FrameOrder``: a seeded
 permutation per epoch; or any sampler with its signature), the supervision's batch of those
 items (``Supervision.batch``), the shared augmentation when the loop has an ``augmentation``
 config, the batch on the device, the learning rate ``one_cycle_lr(s)``, the supervision's loss
@@ -9,6 +9,11 @@ gradient-norm clipping, ``optimizer.step()``, then the log (total loss, lr, ever
 named scalar), the hooks' ``on_step`` and, every ``validate_every`` steps, the validation
 callback. Hooks also run ``before`` the first step and ``after`` the last.
 
+Inside a fit being made (:meth:`owsbench.fits.FitCache.load_or_fit`) the loop checkpoints every
+``recipe.checkpoint_every`` steps and resumes from its last checkpoint when the fit was killed
+(:class:`LoopCheckpoint`, :mod:`owsbench.training.resume`; the log's ``resumed_from`` says
+where).
+
 Every random draw comes from the loop's ``Streams`` (data order, batch contents such as
 outlier-exposure pastes, augmentation), so a seed fixes the whole fit; the global torch seed
 (weight init, dropout) is the caller's.
@@ -16,8 +21,10 @@ outlier-exposure pastes, augmentation), so a seed fixes the whole fit; the globa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,8 +32,16 @@ import torch
 from tqdm.auto import tqdm
 
 from owsbench.errors import BadInput
-from owsbench.training.batches import AugmentConfig, Batch, augment, frame_order
+from owsbench.fits import next_loop_checkpoint
+from owsbench.training.batches import AugmentConfig, Batch, FrameOrder, augment
 from owsbench.training.log import TrainLog
+from owsbench.training.resume import (
+    Resumable,
+    load_checkpoint,
+    restore_streams,
+    save_checkpoint,
+    streams_state,
+)
 from owsbench.training.schedule import one_cycle_lr
 
 if TYPE_CHECKING:
@@ -41,7 +56,10 @@ class Recipe:
     """Optimisation settings of one training phase.
 
     ``optimizer``: ``"adamw"`` (``torch.optim.AdamW``) or ``"sgd"`` (with ``momentum``); ``lr`` is
-    the peak of the one-cycle schedule; ``grad_clip``: max L2 norm of all gradients (None: off).
+    the peak of the one-cycle schedule; ``grad_clip``: max L2 norm of all gradients (None: off);
+    ``checkpoint_every``: steps between the checkpoints a loop inside a fit writes (None: a
+    tenth of ``steps``; 0: none). It changes no result, so it is no part of a fit's cache key
+    (the key is made from the method's or segmenter's config, not from this recipe).
     """
 
     steps: int
@@ -52,6 +70,7 @@ class Recipe:
     optimizer: str = "adamw"
     momentum: float = 0.9
     grad_clip: float | None = None
+    checkpoint_every: int | None = None  # steps between loop checkpoints; None: every 10%; 0: off
 
     @classmethod
     def of(cls, config: Any, **overrides: Any) -> Recipe:
@@ -105,6 +124,15 @@ class Hook:
     def after(self, loop: Loop) -> None:
         """Runs once after the last step."""
 
+    def resume_state(self) -> dict[str, Any] | None:
+        """What changes during the loop besides the trained parameters, for the loop's
+        checkpoints (:mod:`owsbench.training.resume`); None (the default): not known, so a loop
+        with this hook writes no checkpoint and a killed fit starts again."""
+        return None
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        """Put back what ``resume_state`` returned."""
+
 
 class Loop:
     """One training phase (see the module docstring)."""
@@ -119,7 +147,7 @@ class Loop:
         hooks: Iterable[Hook] = (),
         validate: Callable[[], dict[str, float]] | None = None,
         validate_every: int | None = None,
-        sampler: Sampler = frame_order,
+        sampler: Sampler = FrameOrder,
         desc: str = "fit",
         progress: bool = True,
     ) -> None:
@@ -137,11 +165,11 @@ class Loop:
         self.progress = progress
         self.log = TrainLog()
 
-    def batches(self, source: Sequence, supervision: Supervision) -> Iterator[Batch]:
-        """The loop's batches, built lazily (so draws of order and batch streams interleave)."""
-        order = self.sampler(
-            len(source), self.recipe.steps, self.recipe.batch_size, self.streams.order
-        )
+    def batches(
+        self, source: Sequence, supervision: Supervision, order: Iterator[list[int]]
+    ) -> Iterator[Batch]:
+        """The loop's batches of ``order``, built lazily (so draws of order and batch streams
+        interleave)."""
         for indices in order:
             batch = supervision.batch([source[i] for i in indices], self.streams.batch)
             if self.augmentation is not None and batch.labels is not None:
@@ -154,18 +182,22 @@ class Loop:
         self, params: Iterable[torch.nn.Parameter], source: Sequence, supervision: Supervision
     ) -> TrainLog:
         """Train ``params`` on ``source`` (a split or any sequence the supervision batches);
-        return the ``TrainLog``."""
+        return the ``TrainLog``. Inside a fit being made it resumes from, and writes, its
+        checkpoints (:class:`LoopCheckpoint`)."""
         params = list(params)
         optimizer = self.recipe.build_optimizer(params)
         self.log = TrainLog()
         for hook in self.hooks:
             hook.before(self)
         steps = self.recipe.steps
+        order = self.sampler(len(source), steps, self.recipe.batch_size, self.streams.order)
+        checkpoint = LoopCheckpoint.of(self, params, optimizer, order, [supervision, *self.hooks])
+        start = checkpoint.resume() if checkpoint is not None else 0
         bar = tqdm(
-            self.batches(source, supervision), total=steps, desc=self.desc,
-            disable=not self.progress, leave=False,
+            zip(range(start, steps), self.batches(source, supervision, order), strict=False),
+            total=steps, initial=start, desc=self.desc, disable=not self.progress, leave=False,
         )  # fmt: skip
-        for step, batch in enumerate(bar):
+        for step, batch in bar:
             lr = one_cycle_lr(step, steps, self.recipe.lr, self.recipe.warmup_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -182,6 +214,83 @@ class Loop:
             if self.validate is not None and self.validate_every:
                 if (step + 1) % self.validate_every == 0 or step + 1 == steps:
                     self.log.validation.append({"step": step + 1, **self.validate()})
+            if checkpoint is not None and checkpoint.due(step + 1):
+                checkpoint.save(step + 1)
         for hook in self.hooks:
             hook.after(self)
         return self.log
+
+
+class LoopCheckpoint:
+    """The checkpoint of one loop run (:mod:`owsbench.training.resume`): ``resume`` restores
+    it (returns the step to go on from), ``save`` writes it."""
+
+    def __init__(
+        self,
+        loop: Loop,
+        path: Path,
+        params: list[torch.nn.Parameter],
+        optimizer: torch.optim.Optimizer,
+        order: Iterator[list[int]],
+        parts: list[Resumable],
+    ) -> None:
+        self.loop, self.path, self.params, self.optimizer = loop, path, params, optimizer
+        self.order, self.parts = order, parts
+        steps = loop.recipe.steps
+        every = loop.recipe.checkpoint_every
+        self.every = max(1, math.ceil(steps / 10)) if every is None else every
+
+    @classmethod
+    def of(
+        cls,
+        loop: Loop,
+        params: list[torch.nn.Parameter],
+        optimizer: torch.optim.Optimizer,
+        order: Iterator[list[int]],
+        parts: list[Any],
+    ) -> LoopCheckpoint | None:
+        """The checkpoint of this loop when it runs inside a fit being made, checkpointing is
+        on (``checkpoint_every`` not 0) and every part is :class:`Resumable` with a state."""
+        path = next_loop_checkpoint()  # taken first: a fit's n-th loop keeps its number
+        unique = list({id(p): p for p in parts}.values())
+        if path is None or loop.recipe.checkpoint_every == 0:
+            return None
+        if not all(isinstance(p, Resumable) and p.resume_state() is not None for p in unique):
+            return None
+        return cls(loop, path, params, optimizer, order, unique)
+
+    def due(self, done: int) -> bool:
+        return done % self.every == 0 or done == self.loop.recipe.steps
+
+    def save(self, done: int) -> None:
+        save_checkpoint(
+            self.path,
+            {
+                "step": done,
+                "params": [p.detach().cpu() for p in self.params],
+                "optimizer": self.optimizer.state_dict(),
+                "streams": streams_state(self.loop.streams),
+                "order": self.order.state_dict() if hasattr(self.order, "state_dict") else None,
+                "parts": [p.resume_state() for p in self.parts],
+                "log": self.loop.log,
+            },
+        )
+
+    def resume(self) -> int:
+        """Restore the saved state (nothing when there is none); the step to go on from."""
+        state = load_checkpoint(self.path)
+        if state is None or len(state["params"]) != len(self.params):
+            return 0
+        with torch.no_grad():
+            for param, saved in zip(self.params, state["params"], strict=True):
+                param.copy_(saved)
+        for part, saved in zip(self.parts, state["parts"], strict=True):
+            part.load_resume_state(saved)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["order"] is not None:
+            self.order.load_state_dict(state["order"])
+        restore_streams(self.loop.streams, state["streams"])
+        self.loop.log = state["log"]
+        if state["step"] < self.loop.recipe.steps:
+            self.loop.log.resumed_from.append(state["step"])
+        return state["step"]

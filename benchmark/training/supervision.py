@@ -40,6 +40,15 @@ class Supervision(ABC):
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Named loss terms of ``batch``; ``"total"`` is minimised."""
 
+    def resume_state(self) -> dict[str, Any] | None:
+        """What changes during the loop besides the trained parameters, for the loop's
+        checkpoints (:mod:`owsbench.training.resume`); None (the default): not known, so a loop
+        with this supervision writes no checkpoint and a killed fit starts again."""
+        return None
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional
+        """Put back what ``resume_state`` returned."""
+
 
 class SegmenterSupervision(Supervision):
     """A supervision of a closed-set segmenter: built as ``cls(model, config)``; ``losses`` runs
@@ -75,6 +84,13 @@ class SegmenterSupervision(Supervision):
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.output_losses(self.model(batch.images), batch)
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """The model's state (parameters and buffers: batch-norm statistics)."""
+        return {"model": self.model.state_dict()}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
 
     @abstractmethod
     def output_losses(self, output: SegmenterOutput, batch: Batch) -> dict[str, torch.Tensor]:

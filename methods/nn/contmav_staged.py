@@ -45,6 +45,12 @@ class CrossEntropyOnly(Supervision):
         check_label_range(labels, self.model.num_classes, "contmav (cross-entropy stage)")
         return Batch(images=image_batch([f.image for f in items]), labels=labels)
 
+    def resume_state(self) -> dict[str, Any] | None:
+        return {"model": self.model.state_dict()}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         return {"total": semantic_ce(self.model(batch.images)[0], batch.labels)}
 
