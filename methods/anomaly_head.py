@@ -83,6 +83,7 @@ from owsbench.segmenters.base import SegmenterOutput
 from owsbench.training.batches import Batch
 from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.losses import labels_at, masked_bce
+from owsbench.training.resume import buffers_of, load_buffers
 from owsbench.training.supervision import Supervision
 
 STATISTICS = ("max_prob", "entropy", "energy", "msp", "max_logit")
@@ -173,11 +174,11 @@ class HeadObjective(Supervision):
         return Batch(images=images, labels=labels)
 
     def resume_state(self) -> dict[str, Any] | None:
-        """The head's state and the pixel counts so far (the segmenter is frozen)."""
-        return {"head": self.method.head.state_dict(), "counts": (self.anomalous, self.valid)}
+        """The head's buffers and the pixel counts so far (the segmenter is frozen)."""
+        return {"buffers": buffers_of(self.method.head), "counts": (self.anomalous, self.valid)}
 
     def load_resume_state(self, state: dict[str, Any]) -> None:
-        self.method.head.load_state_dict(state["head"])
+        load_buffers(self.method.head, state["buffers"])
         self.anomalous, self.valid = state["counts"]
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -69,6 +69,7 @@ from owsbench.segmenters.smp_models import SmpSegmenter
 from owsbench.training.batches import Batch, check_label_range
 from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.losses import labels_at, masked_bce, semantic_ce
+from owsbench.training.resume import buffers_of, load_buffers
 from owsbench.training.supervision import Supervision
 
 
@@ -155,10 +156,10 @@ class DualHeadObjective(Supervision):
         return Batch(images=images, labels=labels)
 
     def resume_state(self) -> dict[str, Any] | None:
-        return {"model": self.method.model.state_dict()}
+        return {"buffers": buffers_of(self.method.model)}
 
     def load_resume_state(self, state: dict[str, Any]) -> None:
-        self.method.model.load_state_dict(state["model"])
+        load_buffers(self.method.model, state["buffers"])
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         logits, anomaly_logit = self.method.model(batch.images)

@@ -17,12 +17,11 @@ import torch
 from dataset_fixtures import TinySplit
 
 from owsbench.fits import RESUME_DIR, FitCache, fit_or_load, fit_stem, next_loop_checkpoint
-from owsbench.segmenters.base import SegmenterConfig
-from owsbench.segmenters.smp_models import SmpSegmenter
+from owsbench.segmenters.erfnet import ERFNetConfig, ERFNetSegmenter
 from owsbench.training.loop import Hook, Loop, Recipe, Streams
 from owsbench.training.supervision import FullSupervision
 
-CONFIG = SegmenterConfig(steps=7, batch_size=2, crop=(32, 48), color_jitter=0.2)
+CONFIG = ERFNetConfig(steps=7, batch_size=2, crop=(32, 48), color_jitter=0.2)
 RECIPE = {"test": "resume"}
 
 
@@ -45,9 +44,9 @@ class KillAt(Hook):
 
 
 def fit(cache: Path, kill_at: int | None = None, every: int = 3):
-    """A deeplabv3+ (batch norm, augmentation, dropout-free) fitted with the loop directly."""
+    """An ERFNet (batch norm, dropout: global torch RNG) fitted with the loop directly."""
 
-    def train(model: SmpSegmenter) -> dict:
+    def train(model: ERFNetSegmenter) -> dict:
         loop = Loop(
             Recipe.of(CONFIG, checkpoint_every=every), torch.device("cpu"), Streams.seeded(0),
             augmentation=CONFIG, hooks=[KillAt(kill_at)], progress=False,
@@ -56,7 +55,7 @@ def fit(cache: Path, kill_at: int | None = None, every: int = 3):
         log = loop.run(model.parameters(), TinySplit(), FullSupervision(model, CONFIG))
         return log.meta()
 
-    return fit_or_load(FitCache(cache), "seg", RECIPE, lambda: SmpSegmenter(CONFIG, 2), train, 0)
+    return fit_or_load(FitCache(cache), "seg", RECIPE, lambda: ERFNetSegmenter(CONFIG, 2), train, 0)
 
 
 def assert_identical(a: dict, b: dict) -> None:
@@ -130,16 +129,15 @@ from pathlib import Path
 from dataset_fixtures import TinySplit
 from owsbench.fits import FitCache, fit_or_load
 from owsbench.methods.base import FitContext
-from owsbench.segmenters.base import SegmenterConfig
-from owsbench.segmenters.smp_models import SmpSegmenter
+from owsbench.segmenters.erfnet import ERFNetConfig, ERFNetSegmenter
 from owsbench.training.segmenter import train_segmenter
 cache = Path(sys.argv[1])
-config = SegmenterConfig(steps=40, batch_size=2, crop=(32, 48), color_jitter=0.2)
+config = ERFNetConfig(steps=40, batch_size=2, crop=(32, 48), color_jitter=0.2)
 context = FitContext(0, torch.device("cpu"), cache, progress=False)
 def train(model):
     log, _ = train_segmenter(model, TinySplit(), config, context)
     return log.meta()
-build = lambda: SmpSegmenter(config, 2)
+build = lambda: ERFNetSegmenter(config, 2)
 model, fit = fit_or_load(FitCache(cache), "segmenter", {"kill": 9}, build, train, 0)
 torch.save(model.state_dict(), cache / "final.pt")
 print(fit.meta.get("resumed_from", []))
@@ -160,6 +158,7 @@ def test_kill_9_of_a_segmenter_fit_then_a_rerun_gives_the_uninterrupted_state(tm
     checkpoint = tmp_path / "killed" / "fits" / RESUME_DIR / fit_stem("segmenter", {"kill": 9})
     deadline = time.monotonic() + 120
     while not (checkpoint / "loop0.pt").exists() and time.monotonic() < deadline:
+        assert killed.poll() is None, killed.stderr.read()[-2000:]
         time.sleep(0.05)
     time.sleep(0.5)  # somewhere after the first checkpoint (every 4 steps)
     killed.send_signal(signal.SIGKILL)

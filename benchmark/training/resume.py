@@ -37,6 +37,19 @@ class Resumable(Protocol):
     def load_resume_state(self, state: dict[str, Any]) -> None: ...
 
 
+def buffers_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The buffers of ``module`` by name (batch-norm statistics: what a module's training
+    changes besides its parameters, which the loop saves itself)."""
+    return {name: buffer.detach().cpu() for name, buffer in module.named_buffers()}
+
+
+def load_buffers(module: torch.nn.Module, buffers: dict[str, torch.Tensor]) -> None:
+    own = dict(module.named_buffers())
+    with torch.no_grad():
+        for name, value in buffers.items():
+            own[name].copy_(value)
+
+
 def streams_state(streams: Any) -> dict[str, Any]:
     """The states of the loop's streams and of the global generators."""
     state = {

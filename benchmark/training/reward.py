@@ -144,7 +144,7 @@ class RewardSupervision(SegmenterSupervision):
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
 
     def resume_state(self) -> dict[str, Any] | None:
-        """The model's state and the sampling generator's."""
+        """The model's buffers and the sampling generator's state."""
         return {**super().resume_state(), "generator": self.generator.get_state()}
 
     def load_resume_state(self, state: dict[str, Any]) -> None:

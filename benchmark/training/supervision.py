@@ -26,6 +26,7 @@ from owsbench.methods.base import FitContext, image_batch
 from owsbench.segmenters.base import Segmenter, SegmenterConfig, SegmenterOutput
 from owsbench.training.batches import Batch, check_label_range
 from owsbench.training.losses import labels_at, semantic_ce
+from owsbench.training.resume import buffers_of, load_buffers
 
 
 class Supervision(ABC):
@@ -86,11 +87,11 @@ class SegmenterSupervision(Supervision):
         return self.output_losses(self.model(batch.images), batch)
 
     def resume_state(self) -> dict[str, Any] | None:
-        """The model's state (parameters and buffers: batch-norm statistics)."""
-        return {"model": self.model.state_dict()}
+        """The model's buffers (batch-norm statistics)."""
+        return {"buffers": buffers_of(self.model)}
 
     def load_resume_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        load_buffers(self.model, state["buffers"])
 
     @abstractmethod
     def output_losses(self, output: SegmenterOutput, batch: Batch) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ from owsbench.methods.nn.contmav_model import ContMAVNet
 from owsbench.training.batches import Batch, check_label_range
 from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.losses import semantic_ce
+from owsbench.training.resume import buffers_of, load_buffers
 from owsbench.training.supervision import Supervision
 
 ARCHITECTURE = ("num_classes", "encoder", "decoder_channels", "decoder_blocks", "context_bins")
@@ -46,10 +47,10 @@ class CrossEntropyOnly(Supervision):
         return Batch(images=image_batch([f.image for f in items]), labels=labels)
 
     def resume_state(self) -> dict[str, Any] | None:
-        return {"model": self.model.state_dict()}
+        return {"buffers": buffers_of(self.model)}
 
     def load_resume_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        load_buffers(self.model, state["buffers"])
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         return {"total": semantic_ce(self.model(batch.images)[0], batch.labels)}
