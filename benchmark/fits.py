@@ -55,20 +55,22 @@ class ResumeSlot:
     started (a fit's loops run in a fixed order, so a rerun finds each loop's own file)."""
 
     folder: Path
+    every: int | None = None  # the cache's checkpoint_every (None: the loop's own default)
     loops: int = 0
 
-    def next_checkpoint(self) -> Path:
+    def next_checkpoint(self) -> tuple[Path, int | None]:
         path = self.folder / f"loop{self.loops}.pt"
         self.loops += 1
-        return path
+        return path, self.every
 
 
 _RESUMING: ContextVar[ResumeSlot | None] = ContextVar("owsbench_resuming", default=None)
 
 
-def next_loop_checkpoint() -> Path | None:
+def next_loop_checkpoint() -> tuple[Path, int | None] | None:
     """The checkpoint file of the next training loop of the fit being made (by
-    :meth:`FitCache.load_or_fit`, innermost first); None outside a fit."""
+    :meth:`FitCache.load_or_fit`, innermost first) and the cache's ``checkpoint_every``; None
+    outside a fit."""
     slot = _RESUMING.get()
     return slot.next_checkpoint() if slot is not None else None
 
@@ -83,10 +85,13 @@ class Fit:
 
 
 class FitCache:
-    """The fits under ``<cache_dir>/fits`` (see the module docstring)."""
+    """The fits under ``<cache_dir>/fits`` (see the module docstring). ``checkpoint_every``:
+    steps between the checkpoints of the loops of its fits, unless a loop's recipe sets its own
+    (None: the loop's default, :class:`owsbench.training.loop.Recipe`; 0: none)."""
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, checkpoint_every: int | None = None) -> None:
         self.root = Path(cache_dir) / "fits"
+        self.checkpoint_every = checkpoint_every
 
     def paths(self, kind: str, recipe: dict[str, Any]) -> tuple[Path, Path]:
         stem = fit_stem(kind, recipe)
@@ -133,7 +138,7 @@ class FitCache:
 
         state_path, meta_path = self.paths(kind, recipe)
         start = time.perf_counter()
-        slot = ResumeSlot(self.root / RESUME_DIR / state_path.stem)
+        slot = ResumeSlot(self.root / RESUME_DIR / state_path.stem, self.checkpoint_every)
         token = _RESUMING.set(slot)
         try:
             state, extra = fit()

@@ -6,7 +6,7 @@ Source: ``PRBonn/ContMAV`` (HEAD ``0960cb3``): ``train.py`` (``train_one_epoch``
 ``src/models/*``. Network:
 ``owsbench.methods.nn.contmav_model``; losses and scores: ``owsbench.methods.nn.contmav_losses``.
 
-Training (``fit``), per step on an augmented batch (``frame_order`` + ``augment``):
+Training (``fit``), per step on an augmented batch (``FrameOrder`` + ``augment``):
 ``L = 0.9 L_sem + 0.5 L_obj + 0.1 L_f + 0.5 L_con`` where ``L_sem`` is cross-entropy on the
 semantic logits ``z``, ``L_obj`` the objectosphere loss on the contrastive embedding ``f`` (void
 pixels pushed to the origin, known pixels outside radius ``sqrt(xi)``), ``L_f`` the

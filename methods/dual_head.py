@@ -18,7 +18,7 @@ ASPP-fused stride-4 features, ``features["decoder"]``) feeds both its semantic h
 then smp's ``SegmentationHead`` (1x1 conv to one logit ``a``, upsampled like the semantic head).
 ``anomaly_head_channels = 0`` makes the anomaly head a plain 1x1 ``SegmentationHead`` (linear).
 
-Training (``fit``): each step draws a batch of the *training* split (``frame_order``), pastes
+Training (``fit``): each step draws a batch of the *training* split (``FrameOrder``), pastes
 outlier-exposure cut-outs (``FitContext.outlier_source``) into it with probability
 ``paste_probability`` (1..``paste_max_objects`` objects, ``outlier_batch``), augments images and
 the combined label map together (``augment``) and splits the labels (``split_outlier_labels``)

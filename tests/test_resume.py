@@ -119,7 +119,8 @@ def test_each_fit_and_each_loop_has_its_own_checkpoint(tmp_path):
     cache.load_or_fit("outer", {"stage": 2}, outer)
     outer_dir = tmp_path / "fits" / RESUME_DIR / fit_stem("outer", {"stage": 2})
     inner_dir = tmp_path / "fits" / RESUME_DIR / fit_stem("inner", {"stage": 1})
-    assert seen == [outer_dir / "loop0.pt", inner_dir / "loop0.pt", outer_dir / "loop1.pt"]
+    paths = [path for path, _ in seen]
+    assert paths == [outer_dir / "loop0.pt", inner_dir / "loop0.pt", outer_dir / "loop1.pt"]
     assert next_loop_checkpoint() is None  # outside a fit: no checkpoint
 
 
@@ -138,7 +139,7 @@ def train(model):
     log, _ = train_segmenter(model, TinySplit(), config, context)
     return log.meta()
 build = lambda: ERFNetSegmenter(config, 2)
-model, fit = fit_or_load(FitCache(cache), "segmenter", {"kill": 9}, build, train, 0)
+model, fit = fit_or_load(FitCache(cache, 4), "segmenter", {"kill": 9}, build, train, 0)
 torch.save(model.state_dict(), cache / "final.pt")
 print(fit.meta.get("resumed_from", []))
 """

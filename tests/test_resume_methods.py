@@ -48,7 +48,8 @@ def fit(name: str, split: ListSplit, cache: Path):
         method.fit(split, ctx)
         return {"log": method.train_log.meta()}
 
-    return fit_or_load(FitCache(cache), name, {"m": name}, METHODS[name], train, 0)
+    cache_with_checkpoints = FitCache(cache, checkpoint_every=1)
+    return fit_or_load(cache_with_checkpoints, name, {"m": name}, METHODS[name], train, 0)
 
 
 def killed_at_step(monkeypatch, call: int) -> None:

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from owsbench.training.supervision import Supervision
 
 OPTIMIZERS = ("adamw", "sgd")
+MIN_CHECKPOINT_STEPS = 100  # default checkpoint spacing: a tenth of the steps, at least this
 Sampler = Callable[[int, int, int, np.random.Generator], Iterator[list[int]]]
 
 
@@ -57,9 +58,11 @@ class Recipe:
 
     ``optimizer``: ``"adamw"`` (``torch.optim.AdamW``) or ``"sgd"`` (with ``momentum``); ``lr`` is
     the peak of the one-cycle schedule; ``grad_clip``: max L2 norm of all gradients (None: off);
-    ``checkpoint_every``: steps between the checkpoints a loop inside a fit writes (None: a
-    tenth of ``steps``; 0: none). It changes no result, so it is no part of a fit's cache key
-    (the key is made from the method's or segmenter's config, not from this recipe).
+    ``checkpoint_every``: steps between the checkpoints a loop inside a fit writes (0: none;
+    None: the fit cache's setting, else a tenth of ``steps`` but at least
+    ``MIN_CHECKPOINT_STEPS``, so that short fits, which lose little when killed, write none).
+    It changes no result, so it is no part of a fit's cache key (the key is made from the
+    method's or segmenter's config, not from this recipe).
     """
 
     steps: int
@@ -70,7 +73,7 @@ class Recipe:
     optimizer: str = "adamw"
     momentum: float = 0.9
     grad_clip: float | None = None
-    checkpoint_every: int | None = None  # steps between loop checkpoints; None: every 10%; 0: off
+    checkpoint_every: int | None = None  # steps between loop checkpoints (see the docstring)
 
     @classmethod
     def of(cls, config: Any, **overrides: Any) -> Recipe:
@@ -233,12 +236,10 @@ class LoopCheckpoint:
         optimizer: torch.optim.Optimizer,
         order: Iterator[list[int]],
         parts: list[Resumable],
+        every: int,
     ) -> None:
         self.loop, self.path, self.params, self.optimizer = loop, path, params, optimizer
-        self.order, self.parts = order, parts
-        steps = loop.recipe.steps
-        every = loop.recipe.checkpoint_every
-        self.every = max(1, math.ceil(steps / 10)) if every is None else every
+        self.order, self.parts, self.every = order, parts, every
 
     @classmethod
     def of(
@@ -251,16 +252,24 @@ class LoopCheckpoint:
     ) -> LoopCheckpoint | None:
         """The checkpoint of this loop when it runs inside a fit being made, checkpointing is
         on (``checkpoint_every`` not 0) and every part is :class:`Resumable` with a state."""
-        path = next_loop_checkpoint()  # taken first: a fit's n-th loop keeps its number
+        slot = next_loop_checkpoint()  # taken first: a fit's n-th loop keeps its number
+        if slot is None:
+            return None
+        path, every = slot
+        steps, own = loop.recipe.steps, loop.recipe.checkpoint_every
+        every = own if own is not None else every
+        if every is None:
+            every = max(math.ceil(steps / 10), MIN_CHECKPOINT_STEPS)
         unique = list({id(p): p for p in parts}.values())
-        if path is None or loop.recipe.checkpoint_every == 0:
+        if every == 0 or not all(
+            isinstance(p, Resumable) and p.resume_state() is not None for p in unique
+        ):
             return None
-        if not all(isinstance(p, Resumable) and p.resume_state() is not None for p in unique):
-            return None
-        return cls(loop, path, params, optimizer, order, unique)
+        return cls(loop, path, params, optimizer, order, unique, every)
 
     def due(self, done: int) -> bool:
-        return done % self.every == 0 or done == self.loop.recipe.steps
+        """Whether to save after ``done`` steps (not after the last: the fit is stored next)."""
+        return done % self.every == 0 and done < self.loop.recipe.steps
 
     def save(self, done: int) -> None:
         save_checkpoint(
@@ -291,6 +300,5 @@ class LoopCheckpoint:
             self.order.load_state_dict(state["order"])
         restore_streams(self.loop.streams, state["streams"])
         self.loop.log = state["log"]
-        if state["step"] < self.loop.recipe.steps:
-            self.loop.log.resumed_from.append(state["step"])
+        self.loop.log.resumed_from.append(state["step"])
         return state["step"]

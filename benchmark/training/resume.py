@@ -1,8 +1,8 @@
 """Checkpoints of a training loop, so that a fit killed at any step resumes where it was.
 
 A loop that runs inside a fit being made (:meth:`owsbench.fits.FitCache.load_or_fit`) saves,
-every ``Recipe.checkpoint_every`` steps and after its last step, everything its next steps
-depend on: the step reached, the trained parameters, the optimiser's state (the schedule is a
+every ``checkpoint_every`` steps (:class:`owsbench.training.loop.Recipe`), everything its next
+steps depend on: the step reached, the trained parameters, the optimiser's state (the schedule is a
 function of the step), every random stream (the loop's ``Streams``; torch's global, CUDA,
 numpy's global and Python's ``random`` generators), the data order's position (a sampler with
 ``state_dict``, e.g. :class:`~owsbench.training.batches.FrameOrder`; a sampler without one only
