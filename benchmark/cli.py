@@ -146,6 +146,13 @@ def list_cmd(what: str) -> None:
 )
 @click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
 @click.option(
+    "--procs-per-job",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train each segmenter fit data-parallel on N processes (CPU, gloo).",
+)
+@click.option(
     "--write-jobs",
     type=click.Path(path_type=Path),
     help="Only plan: write each job to DIR/<job id>.json (for `owsbench run-job`) and stop.",
@@ -167,6 +174,7 @@ def run(
     save_scores: bool,
     components: bool,
     progress: bool,
+    procs_per_job: int,
     write_jobs: Path | None,
 ) -> None:
     """Fit and evaluate METHODS on DATASETS; write OUT/results.jsonl and the leaderboard.
@@ -201,6 +209,7 @@ def run(
         dataset_options=file.get("dataset_options") or {},
         supervisions=_id_list(supervisions, file, "supervisions"),
         annotation_costs=file.get("annotation_costs") or {},
+        procs_per_job=procs_per_job,
     )
     _run_config(config, write_jobs)
 

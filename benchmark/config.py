@@ -93,6 +93,7 @@ class RunConfig:
     # segmenter config's own ``supervision``
     supervisions: list[str] | None = None
     annotation_costs: dict[str, float] = field(default_factory=dict)  # over owsbench.costs
+    procs_per_job: int = 1  # processes a segmenter fit trains on (owsbench.training.distributed)
 
 
 def get_preset(name: str) -> Preset:

@@ -132,6 +132,7 @@ def fit_context(
         validation=validation,
         train_fingerprint=job.train.fingerprint,
         label_traits=train.label_traits(),
+        processes=job.settings.procs_per_job,
     )
 
 

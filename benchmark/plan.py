@@ -132,6 +132,7 @@ class Settings:
     cache_dir: str
     # the relative annotation cost per regime (``owsbench.costs``; the config file's over them)
     annotation_costs: dict[str, float] = dataclasses.field(default_factory=dict)
+    procs_per_job: int = 1  # processes a segmenter fit trains on, data-parallel
 
     @classmethod
     def of(cls, config: RunConfig) -> Settings:
@@ -147,6 +148,7 @@ class Settings:
             data_root=str(Path(config.data_root).absolute()),
             cache_dir=str(Path(config.cache_dir).absolute()),
             annotation_costs=relative_costs(config.annotation_costs),
+            procs_per_job=config.procs_per_job,
         )
 
 

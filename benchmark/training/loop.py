@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from owsbench.errors import BadInput
 from owsbench.fits import next_loop_checkpoint
 from owsbench.training.batches import AugmentConfig, Batch, FrameOrder, augment
+from owsbench.training.distributed import Group, start_group
 from owsbench.training.log import TrainLog
 from owsbench.training.resume import (
     Resumable,
@@ -153,9 +154,14 @@ class Loop:
         sampler: Sampler = FrameOrder,
         desc: str = "fit",
         progress: bool = True,
+        processes: int = 1,
     ) -> None:
         if recipe.steps < 0 or recipe.batch_size < 1:
             raise BadInput(f"{desc}: steps must be >= 0 and batch_size >= 1")
+        if processes < 1 or recipe.batch_size % processes:
+            raise BadInput(
+                f"{desc}: batch_size {recipe.batch_size} does not split over {processes} processes"
+            )
         self.recipe = recipe
         self.device = device
         self.streams = streams
@@ -166,6 +172,7 @@ class Loop:
         self.sampler = sampler
         self.desc = desc
         self.progress = progress
+        self.processes = processes
         self.log = TrainLog()
 
     def batches(
@@ -186,42 +193,78 @@ class Loop:
     ) -> TrainLog:
         """Train ``params`` on ``source`` (a split or any sequence the supervision batches);
         return the ``TrainLog``. Inside a fit being made it resumes from, and writes, its
-        checkpoints (:class:`LoopCheckpoint`)."""
-        params = list(params)
+        checkpoints (:class:`LoopCheckpoint`); with ``processes`` > 1 it trains data-parallel
+        (:mod:`owsbench.training.distributed`; only this process returns)."""
+        group = start_group(self.processes, self.device) if self.processes > 1 else None
+        failed = True
+        try:
+            log = self.train(list(params), source, supervision, group)
+            failed = False
+        finally:
+            if group is not None:
+                group.finish(failed)
+        return log
+
+    def train(
+        self,
+        params: list[torch.nn.Parameter],
+        source: Sequence,
+        supervision: Supervision,
+        group: Group | None,
+    ) -> TrainLog:
+        """The steps of ``run`` in this process (rank ``group.rank`` of a process group)."""
         optimizer = self.recipe.build_optimizer(params)
         self.log = TrainLog()
         for hook in self.hooks:
             hook.before(self)
-        steps = self.recipe.steps
+        steps, lead = self.recipe.steps, group is None or not group.is_worker
         order = self.sampler(len(source), steps, self.recipe.batch_size, self.streams.order)
         checkpoint = LoopCheckpoint.of(self, params, optimizer, order, [supervision, *self.hooks])
         start = checkpoint.resume() if checkpoint is not None else 0
         bar = tqdm(
             zip(range(start, steps), self.batches(source, supervision, order), strict=False),
-            total=steps, initial=start, desc=self.desc, disable=not self.progress, leave=False,
+            total=steps, initial=start, desc=self.desc, disable=not (self.progress and lead),
+            leave=False,
         )  # fmt: skip
         for step, batch in bar:
             lr = one_cycle_lr(step, steps, self.recipe.lr, self.recipe.warmup_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            terms = supervision.losses(batch)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            if self.recipe.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, self.recipe.grad_clip)
-            optimizer.step()
-            self.log.record(lr, terms)
-            bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})
+            terms = self.step(params, optimizer, lr, supervision, batch, group)
+            logged = group.average_terms(terms) if group is not None else terms
+            self.log.record(lr, logged)
+            bar.set_postfix({k: f"{v.item():.3f}" for k, v in logged.items()})
             for hook in self.hooks:
                 hook.on_step(self, step, terms)
-            if self.validate is not None and self.validate_every:
+            if self.validate is not None and self.validate_every and lead:
                 if (step + 1) % self.validate_every == 0 or step + 1 == steps:
                     self.log.validation.append({"step": step + 1, **self.validate()})
-            if checkpoint is not None and checkpoint.due(step + 1):
+            if checkpoint is not None and checkpoint.due(step + 1) and lead:
                 checkpoint.save(step + 1)
         for hook in self.hooks:
             hook.after(self)
         return self.log
+
+    def step(
+        self,
+        params: list[torch.nn.Parameter],
+        optimizer: torch.optim.Optimizer,
+        lr: float,
+        supervision: Supervision,
+        batch: Batch,
+        group: Group | None,
+    ) -> dict[str, torch.Tensor]:
+        """One optimiser step at learning rate ``lr`` (on this rank's slice of ``batch``, the
+        gradients averaged over the ranks); the step's loss terms."""
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = lr
+        terms = supervision.losses(group.slice(batch) if group is not None else batch)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        if group is not None:
+            group.average_gradients(params)
+        if self.recipe.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, self.recipe.grad_clip)
+        optimizer.step()
+        return terms
 
 
 class LoopCheckpoint:

@@ -58,6 +58,7 @@ def tune_segmenter(
     loop = Loop(
         recipe, context.device, Streams.seeded(seed), augmentation=config,
         desc=f"reward-tune segmenter ({tuning.reward})", progress=context.progress,
+        processes=context.processes,
     )  # fmt: skip
     model.to(context.device).train()
     log = loop.run(model.parameters(), train, supervision)

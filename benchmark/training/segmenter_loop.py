@@ -56,6 +56,7 @@ def run_supervised(
         validate_every=config.validate_every,
         desc=f"fit segmenter ({label})",
         progress=context.progress,
+        processes=context.processes,
     )
     model.to(context.device).train()
     log = loop.run(model.parameters(), train, supervision)
