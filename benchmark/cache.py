@@ -45,12 +45,36 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        if err.filename is None:  # a failed write(2) / fsync(2) names no file: name the target
-            raise OSError(err.errno, err.strerror, str(path)) from err
-        raise
+        raise naming(err, path) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def naming(err: OSError, path: Path) -> OSError:
+    """``err``, naming ``path`` when it names no file (a failed write(2) / fsync(2))."""
+    return OSError(err.errno, err.strerror, str(path)) if err.filename is None else err
+
+
+def append_durable(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` (created 0644 when missing) and fsync it before returning.
+
+    On failure the file is cut back to its old length, so it never ends in a part of ``data``
+    (a process killed during the write can still leave a partial last line: readers of
+    appended files skip a last line without its newline).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    size = os.fstat(fd).st_size
+    try:
+        with os.fdopen(fd, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        os.truncate(path, size)
+        raise naming(err, path) from err
 
 
 def atomic_write_text(path: Path, text: str) -> None:

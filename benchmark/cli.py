@@ -203,6 +203,13 @@ def list_cmd(what: str) -> None:
 )
 @click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
 @click.option(
+    "--procs-per-job",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train each segmenter fit data-parallel on N processes (CPU, gloo).",
+)
+@click.option(
     "--write-jobs",
     type=click.Path(path_type=Path),
     help="Only plan: write each job to DIR/<job id>.json (for `owsbench run-job`) and stop.",
@@ -224,8 +231,6 @@ def run(
     fpr_rule: str,
     save_scores: bool,
     components: bool,
-    precision: str | None,
-    workers: int | None,
     progress: bool,
     write_jobs: Path | None,
     **launch,
@@ -264,17 +269,24 @@ def run(
         dataset_options=file.get("dataset_options") or {},
         supervisions=_id_list(supervisions, file, "supervisions"),
         annotation_costs=file.get("annotation_costs") or {},
-        precision=precision or file.get("precision", "fp32"),
-        workers=_workers(workers if workers is not None else file.get("workers")),
+        **_execution(launch, file),
     )
     _run_config(config, write_jobs, _executor(launch, file.get("slurm") or {}, config))
 
 
-def _workers(value: int | None) -> int | None:
-    """``--workers`` / the config file's ``workers``: a count >= 0, or None (the default)."""
-    if value is not None and value < 0:
-        raise BadInput(f"workers must be >= 0 (got {value})")
-    return value
+def _execution(options: dict, file: dict) -> dict:
+    """``--precision``, ``--workers`` and ``--procs-per-job`` (taken out of ``options``) over
+    the config file's ``precision`` / ``workers``; ``BadInput`` for a negative worker count."""
+    precision = options.pop("precision") or file.get("precision", "fp32")
+    workers = options.pop("workers")
+    workers = workers if workers is not None else file.get("workers")
+    if workers is not None and workers < 0:
+        raise BadInput(f"workers must be >= 0 (got {workers})")
+    return {
+        "precision": precision,
+        "workers": workers,
+        "procs_per_job": options.pop("procs_per_job"),
+    }
 
 
 def _executor(launch: dict, section: dict, config: RunConfig):
@@ -815,10 +827,13 @@ def cache_clean(
 
 
 def _rows_at(path: Path, what: str) -> list[dict]:
-    """Rows of a run folder (its results.jsonl) or of a results.jsonl file."""
-    from owsbench.results import read_rows
+    """Rows of a run folder (its results.jsonl, shards merged first) or of a results.jsonl
+    file."""
+    from owsbench.results import merge_shards, read_rows
 
     file = path / "results.jsonl" if path.is_dir() else path
+    if file.name == "results.jsonl":
+        merge_shards(file.parent)
     if not file.is_file():
         raise BadInput(f"{what} {path} not found (expected a run folder or a results.jsonl)")
     rows = read_rows(file)

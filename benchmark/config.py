@@ -98,6 +98,7 @@ class RunConfig:
     annotation_costs: dict[str, float] = field(default_factory=dict)  # over owsbench.costs
     precision: str = "fp32"  # the evaluation forward's autocast: fp32, bf16 or fp16
     workers: int | None = None  # frame-decoding processes; None: from the CPU count
+    procs_per_job: int = 1  # processes a segmenter fit trains on (owsbench.training.distributed)
 
 
 def get_preset(name: str) -> Preset:

@@ -14,7 +14,9 @@ keys are all in ``OUT/results.jsonl`` already. For one job it:
 4. measures: SMIYC component metrics from the saved score maps when asked, then the row
    (:func:`owsbench.rows.build_row`, whose metrics are :func:`owsbench.measure.row_metrics`);
 5. writes the artifacts (a training log per fit, a samples file per split, a curve per row;
-   :mod:`owsbench.artifacts`) and adds each row to ``results.jsonl`` as its split is measured.
+   :mod:`owsbench.artifacts`) and adds each row as its split is measured: to this process's
+   shard, merged into ``results.jsonl`` when the run ends, failed or not
+   (:class:`owsbench.results.ResultsStore`; concurrent runs into one folder keep every row).
 
 A method whose anomaly scores or semantic logits were not finite on some frame
 (``SplitResult.nonfinite``) gets no row: one stderr line names the method, the dataset/split and
@@ -132,6 +134,7 @@ def fit_context(
         validation=validation,
         train_fingerprint=job.train.fingerprint,
         label_traits=train.label_traits(),
+        processes=job.settings.procs_per_job,
     )
 
 
@@ -350,9 +353,12 @@ class LocalExecutor:
 
     def run(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
         """Execute every pending job in order; return the rows of all ``jobs`` (file order)."""
-        for job in jobs:
-            if self.pending(job):
-                self.execute(job)
+        try:
+            for job in jobs:
+                if self.pending(job):
+                    self.execute(job)
+        finally:  # the rows written so far reach results.jsonl, even when a job failed
+            self.store.close()
         wanted = {key for job in jobs for key in job.rows}
         return [row for row in self.store.rows if row_key(row) in wanted]
 

@@ -4,7 +4,11 @@
 recipe, fit seconds, the training curve and the checkpoint's sha256; ``<hash>`` is the first 16
 hex digits of the sha256 of the canonical JSON of ``{"recipe": recipe, "fit_version":
 FIT_VERSION}`` (:func:`fit_stem`). Both files are written atomically; the ``.json`` is written
-last, so a checkpoint counts only once its metadata is there.
+last, so a checkpoint counts only once its metadata is there. A fit runs under the file lock
+``<kind>-<hash>.lock``, so concurrent processes that need one fit fit it once. While a fit runs,
+its training loops checkpoint under ``<cache_dir>/fits/resume/<kind>-<hash>/``
+(:func:`next_loop_checkpoint`, read by :class:`owsbench.training.loop.Loop`); a fit killed
+midway resumes from there, and the folder is removed once the fit is stored.
 
 :func:`fit_or_load` is the one fit function: segmenters, post-hoc statistics and trained methods
 all go through it. Importing this module loads no torch (planning computes cache keys with it).
@@ -26,6 +30,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -40,6 +45,36 @@ def fit_stem(kind: str, recipe: dict[str, Any]) -> str:
     return f"{kind}-{content_hash({'recipe': recipe, 'fit_version': FIT_VERSION})}"
 
 
+RESUME_DIR = "resume"  # under <cache_dir>/fits: the checkpoints of fits being made
+
+
+@dataclass
+class ResumeSlot:
+    """Where the training loops of the fit being made keep their checkpoints:
+    ``<cache_dir>/fits/resume/<kind>-<hash>/loop<i>.pt``, ``i`` counting the loops the fit has
+    started (a fit's loops run in a fixed order, so a rerun finds each loop's own file)."""
+
+    folder: Path
+    every: int | None = None  # the cache's checkpoint_every (None: the loop's own default)
+    loops: int = 0
+
+    def next_checkpoint(self) -> tuple[Path, int | None]:
+        path = self.folder / f"loop{self.loops}.pt"
+        self.loops += 1
+        return path, self.every
+
+
+_RESUMING: ContextVar[ResumeSlot | None] = ContextVar("owsbench_resuming", default=None)
+
+
+def next_loop_checkpoint() -> tuple[Path, int | None] | None:
+    """The checkpoint file of the next training loop of the fit being made (by
+    :meth:`FitCache.load_or_fit`, innermost first) and the cache's ``checkpoint_every``; None
+    outside a fit."""
+    slot = _RESUMING.get()
+    return slot.next_checkpoint() if slot is not None else None
+
+
 @dataclass
 class Fit:
     """A fitted state and what is known about how it was made."""
@@ -51,10 +86,13 @@ class Fit:
 
 
 class FitCache:
-    """The fits under ``<cache_dir>/fits`` (see the module docstring)."""
+    """The fits under ``<cache_dir>/fits`` (see the module docstring). ``checkpoint_every``:
+    steps between the checkpoints of the loops of its fits, unless a loop's recipe sets its own
+    (None: the loop's default, :class:`owsbench.training.loop.Recipe`; 0: none)."""
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, checkpoint_every: int | None = None) -> None:
         self.root = Path(cache_dir) / "fits"
+        self.checkpoint_every = checkpoint_every
 
     def paths(self, kind: str, recipe: dict[str, Any]) -> tuple[Path, Path]:
         stem = fit_stem(kind, recipe)
@@ -69,16 +107,44 @@ class FitCache:
         recipe: dict[str, Any],
         fit: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
     ) -> Fit:
-        """The cached fit of ``recipe``, else run ``fit() -> (state, extra meta)`` and store it."""
+        """The cached fit of ``recipe``, else run ``fit() -> (state, extra meta)`` and store it.
+
+        The fit runs under ``<stem>.lock`` (:mod:`filelock`): a second process (or thread)
+        that needs the same fit waits for it and then loads it instead of fitting it again."""
+        from filelock import FileLock
+
+        state_path, meta_path = self.paths(kind, recipe)
+        cached = self.cached(state_path, meta_path)
+        if cached is not None:
+            return cached
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(state_path.with_suffix(".lock")):
+            cached = self.cached(state_path, meta_path)  # fitted while this one waited
+            return cached if cached is not None else self.fit_and_store(kind, recipe, fit)
+
+    def cached(self, state_path: Path, meta_path: Path) -> Fit | None:
+        """The verified cached fit, None when there is none (or it was corrupt)."""
+        if state_path.exists() and meta_path.exists():
+            return self.load(state_path, meta_path)
+        return None
+
+    def fit_and_store(
+        self,
+        kind: str,
+        recipe: dict[str, Any],
+        fit: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
+    ) -> Fit:
+        """Run ``fit()`` and store its state and metadata (the ``.json`` last)."""
         import torch
 
         state_path, meta_path = self.paths(kind, recipe)
-        if state_path.exists() and meta_path.exists():
-            cached = self.load(state_path, meta_path)
-            if cached is not None:
-                return cached
         start = time.perf_counter()
-        state, extra = fit()
+        slot = ResumeSlot(self.root / RESUME_DIR / state_path.stem, self.checkpoint_every)
+        token = _RESUMING.set(slot)
+        try:
+            state, extra = fit()
+        finally:
+            _RESUMING.reset(token)
         seconds = time.perf_counter() - start
         buffer = io.BytesIO()
         torch.save(state, buffer)
@@ -94,6 +160,7 @@ class FitCache:
             **extra,
         }
         atomic_write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True))
+        shutil.rmtree(slot.folder, ignore_errors=True)  # the fit is stored: its loops are done
         return Fit(state=state, meta=meta, cached=False)
 
     def load(self, state_path: Path, meta_path: Path) -> Fit | None:

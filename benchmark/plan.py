@@ -134,6 +134,7 @@ class Settings:
     annotation_costs: dict[str, float] = dataclasses.field(default_factory=dict)
     precision: str = "fp32"  # the forward's autocast (owsbench.precision)
     workers: int | None = None  # frame-decoding processes; None: frame_loader.default_workers()
+    procs_per_job: int = 1  # processes a segmenter fit trains on, data-parallel
 
     @classmethod
     def of(cls, config: RunConfig) -> Settings:
@@ -151,6 +152,7 @@ class Settings:
             annotation_costs=relative_costs(config.annotation_costs),
             precision=config.precision,
             workers=config.workers,
+            procs_per_job=config.procs_per_job,
         )
 
 

@@ -16,7 +16,7 @@ from tabulate import tabulate
 
 from owsbench.cache import atomic_write_text
 from owsbench.errors import BadInput
-from owsbench.results import read_rows
+from owsbench.results import merge_shards, read_rows
 from owsbench.rows import row_key
 from owsbench.tables import NOTE, leaderboard_tables, slug, summarise
 
@@ -53,10 +53,12 @@ def resolve_artifacts(row: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def load_runs(run_dirs: Iterable[Path]) -> list[dict[str, Any]]:
-    """The rows of several run folders' ``results.jsonl``, merged by :func:`row_key` (a later
-    folder wins on the same key), with artifact paths resolved against their own run folder."""
+    """The rows of several run folders' ``results.jsonl`` (each folder's shards merged into it
+    first), merged by :func:`row_key` (a later folder wins on the same key), with artifact
+    paths resolved against their own run folder."""
     rows: dict[tuple, dict[str, Any]] = {}
     for run_dir in run_dirs:
+        merge_shards(run_dir)
         path = Path(run_dir) / "results.jsonl"
         if not path.is_file():
             raise BadInput(f"no results.jsonl in {run_dir}")

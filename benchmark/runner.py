@@ -16,6 +16,7 @@ from typing import Any
 
 from owsbench import plan as planning
 from owsbench.config import MethodSpec, RunConfig
+from owsbench.errors import BadInput
 from owsbench.execute import Executor, LocalExecutor, resolve_device
 from owsbench.plan import Datasets, Job
 
@@ -25,13 +26,16 @@ class Runner:
     ``LocalExecutor`` into ``config.out``; ``owsbench.slurm.SlurmExecutor`` for SLURM).
 
     The constructor validates the config (``BadInput`` for unknown ids, a segmenter named for a
-    trained method, unknown splits, an unavailable device) without touching any data.
+    trained method, unknown splits, an unavailable device, ``--procs-per-job`` off CPU) without
+    touching any data.
     """
 
     def __init__(self, config: RunConfig, executor: Executor | None = None) -> None:
         self.config = config
         self.specs = planning.validate(config)
         self.device = resolve_device(config.device)
+        if config.procs_per_job > 1 and self.device.type != "cpu":
+            raise BadInput(f"--procs-per-job runs on CPU only (the device is {self.device})")
         self.datasets = Datasets(config.progress)
         self.executor = executor or LocalExecutor(
             config.out, config.progress, datasets=self.datasets

@@ -5,20 +5,39 @@ when complete. A process killed in between (``kill -9``, a node lost) leaves tha
 behind; the next writer of ``<name>`` removes the siblings whose process is gone
 (``remove_stale``), so an interrupted run followed by a rerun leaves no stray temporary files.
 Siblings of live processes, and of other hosts (a shared file system), are left alone.
+
+Other per-writer files (the results shards of :mod:`owsbench.results`) are named after their
+writer the same way (``writer_id``) and told stale with ``left_by_dead_writer``.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
 
 
+def writer_id() -> str:
+    """This process as a writer: ``<host>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def temp_prefix(name: str) -> str:
     """The prefix of this process's temporary siblings of ``name``: ``.<name>.<host>-<pid>.``."""
-    return f".{name}.{socket.gethostname()}-{os.getpid()}."
+    return f".{name}.{writer_id()}."
+
+
+def left_by_dead_writer(name: str) -> bool:
+    """Whether ``name`` (``<host>-<pid><rest>``, ``rest`` not starting with a digit) was written
+    by a process of this host that is gone; False for other hosts' and live processes' files."""
+    host = socket.gethostname()
+    if not name.startswith(f"{host}-"):
+        return False
+    pid = re.match(r"\d+", name[len(host) + 1 :])
+    return pid is not None and not _alive(int(pid.group()))
 
 
 def _alive(pid: int) -> bool:

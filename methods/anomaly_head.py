@@ -90,6 +90,7 @@ from owsbench.segmenters.base import SegmenterOutput
 from owsbench.training.batches import Batch
 from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.losses import labels_at, masked_bce
+from owsbench.training.resume import buffers_of, load_buffers
 from owsbench.training.supervision import Supervision
 
 STATISTICS = ("max_prob", "entropy", "energy", "msp", "max_logit")
@@ -192,6 +193,14 @@ class HeadObjective(Supervision):
     def batch(self, items: list[Frame], rng: np.random.Generator) -> Batch:
         images, labels = outlier_batch(items, self.source, rng, self.method.config.paste_config())
         return Batch(images=images, labels=labels)
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """The head's buffers and the pixel counts so far (the segmenter is frozen)."""
+        return {"buffers": buffers_of(self.method.head), "counts": (self.anomalous, self.valid)}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        load_buffers(self.method.head, state["buffers"])
+        self.anomalous, self.valid = state["counts"]
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         _, target = split_outlier_labels(batch.labels)

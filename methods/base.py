@@ -64,6 +64,8 @@ class FitContext:
     train_fingerprint: str | None = None
     # what the training labels offer weak supervision (instance ids, thing classes, background)
     label_traits: LabelTraits = field(default_factory=LabelTraits)
+    # processes a segmenter fit trains on, data-parallel (``owsbench.training.distributed``)
+    processes: int = 1
 
 
 class Method(ABC):

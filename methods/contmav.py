@@ -6,7 +6,7 @@ Source: ``PRBonn/ContMAV`` (HEAD ``0960cb3``): ``train.py`` (``train_one_epoch``
 ``src/models/*``. Network:
 ``owsbench.methods.nn.contmav_model``; losses and scores: ``owsbench.methods.nn.contmav_losses``.
 
-Training (``fit``), per step on an augmented batch (``frame_order`` + ``augment``):
+Training (``fit``), per step on an augmented batch (``FrameOrder`` + ``augment``):
 ``L = 0.9 L_sem + 0.5 L_obj + 0.1 L_f + 0.5 L_con`` where ``L_sem`` is cross-entropy on the
 semantic logits ``z``, ``L_obj`` the objectosphere loss on the contrastive embedding ``f`` (void
 pixels pushed to the origin, known pixels outside radius ``sqrt(xi)``), ``L_f`` the
@@ -94,6 +94,7 @@ from owsbench.methods.nn.discovery import NovelClassDiscovery
 from owsbench.methods.nn.outlier_exposure import OUTLIER, split_outlier_labels
 from owsbench.training.batches import Batch, check_label_range
 from owsbench.training.loop import Hook, Loop, Recipe, Streams
+from owsbench.training.resume import buffers_of, load_buffers
 from owsbench.training.supervision import Supervision
 
 SCORES = ("unknown", "semantic", "contrastive")
@@ -435,6 +436,21 @@ class ContMAVObjective(Supervision, Hook):
         outputs = self.method.model(batch.images)
         self.accumulator.update(outputs[0], semantic)
         return self.method.step_losses(outputs, semantic, anomaly, self.stats)
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """The model's buffers, this epoch's MAV sums and the previous epoch's MAVs."""
+        sums = self.accumulator
+        return {
+            "buffers": buffers_of(self.method.model),
+            "sums": (sums.count, sums.sum, sums.sum_sq),
+            "stats": None if (s := self.stats) is None else (s.means, s.variances, s.counts),
+        }
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        load_buffers(self.method.model, state["buffers"])
+        sums = self.accumulator
+        sums.count, sums.sum, sums.sum_sq = state["sums"]
+        self.stats = ClassStats(*state["stats"]) if state["stats"] is not None else None
 
     def on_step(self, loop: Loop, step: int, terms: dict[str, torch.Tensor]) -> None:
         if (step + 1) % self.epoch_steps == 0 and step + 1 < loop.recipe.steps:

@@ -114,6 +114,7 @@ from owsbench.metrics import AnomalyMetric
 from owsbench.training.batches import Batch
 from owsbench.training.log import TrainLog
 from owsbench.training.loop import Loop, Recipe, Streams
+from owsbench.training.resume import buffers_of, load_buffers
 from owsbench.training.supervision import Supervision
 
 FUSIONS = ("anomaly", "unknown", "mean", "confidence-shrink", "logit-confidence")
@@ -263,6 +264,12 @@ class ConfidenceObjective(Supervision):
     def batch(self, items: list[Frame], rng: np.random.Generator) -> Batch:
         images, labels = outlier_batch(items, self.source, rng, self.method.config.paste_config())
         return Batch(images=images, labels=labels)
+
+    def resume_state(self) -> dict[str, Any] | None:
+        return {"buffers": buffers_of(self.method.model)}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        load_buffers(self.method.model, state["buffers"])
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg: ContMAVTruForConfig = self.method.config

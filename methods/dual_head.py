@@ -18,7 +18,7 @@ ASPP-fused stride-4 features, ``features["decoder"]``) feeds both its semantic h
 then smp's ``SegmentationHead`` (1x1 conv to one logit ``a``, upsampled like the semantic head).
 ``anomaly_head_channels = 0`` makes the anomaly head a plain 1x1 ``SegmentationHead`` (linear).
 
-Training (``fit``): each step draws a batch of the *training* split (``frame_order``), pastes
+Training (``fit``): each step draws a batch of the *training* split (``FrameOrder``), pastes
 outlier-exposure cut-outs (``FitContext.outlier_source``) into it with probability
 ``paste_probability`` (1..``paste_max_objects`` objects, ``outlier_batch``), augments images and
 the combined label map together (``augment``) and splits the labels (``split_outlier_labels``)
@@ -71,6 +71,7 @@ from owsbench.segmenters.smp_models import SmpSegmenter
 from owsbench.training.batches import Batch, check_label_range
 from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.losses import labels_at, masked_bce, semantic_ce
+from owsbench.training.resume import buffers_of, load_buffers
 from owsbench.training.reward import AnomalyRewardSupervision, RewardConfig, summarise
 from owsbench.training.reward_tuning import TUNING_SEED_OFFSET
 from owsbench.training.supervision import Supervision
@@ -180,6 +181,12 @@ class DualHeadObjective(Supervision):
         images, labels = outlier_batch(items, self.source, rng, cfg.paste_config())
         check_label_range(labels, cfg.num_classes, "dual-head", OUTLIER)
         return Batch(images=images, labels=labels)
+
+    def resume_state(self) -> dict[str, Any] | None:
+        return {"buffers": buffers_of(self.method.model)}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        load_buffers(self.method.model, state["buffers"])
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         logits, anomaly_logit = self.method.model(batch.images)

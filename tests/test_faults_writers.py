@@ -12,6 +12,7 @@ import pytest
 
 from owsbench.cache import atomic_write_bytes
 from owsbench.cli import main
+from owsbench.results import SHARDS
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
 
@@ -82,12 +83,14 @@ def assert_one_line(code: int, err: str, path: Path) -> None:
 
 def test_disk_full_on_second_row_keeps_the_first(shared, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    disk = FullDisk("results.jsonl", fail_at=2)
+    disk = FullDisk(f"/{SHARDS}/", fail_at=2)  # rows are appended to the run's shard
     monkeypatch.setattr(os, "fdopen", disk)
     code, err = owsbench_run(shared, out, "msp,maxlogit", capsys)
     assert disk.writes == 2
-    assert_one_line(code, err, out / "results.jsonl")
-    (first,) = rows(out)
+    (shard,) = {Path(p) for p in err.split() if f"/{SHARDS}/" in p}
+    assert_one_line(code, err, Path(str(shard).rstrip(":")))
+    (first,) = rows(out)  # merged into results.jsonl when the run failed
+    assert not list((out / SHARDS).glob("*.jsonl"))
     assert first["method"] in ("msp", "maxlogit") and 0 <= first["metrics"]["AP"] <= 1
     assert stray_temporaries(out) == []
 

@@ -62,17 +62,37 @@ def check_label_range(labels: torch.Tensor, num_classes: int, what: str, *allowe
         )
 
 
-def frame_order(
-    num_frames: int, steps: int, batch_size: int, rng: np.random.Generator
-) -> Iterator[list[int]]:
-    """Yield ``steps`` batches of frame indices, one seeded permutation per epoch (drawn lazily,
-    when the previous one runs out)."""
-    pool: list[int] = []
-    for _ in range(steps):
-        while len(pool) < batch_size:
-            pool.extend(rng.permutation(num_frames).tolist())
-        yield pool[:batch_size]
-        del pool[:batch_size]
+class FrameOrder:
+    """``steps`` batches of frame indices, one seeded permutation per epoch (drawn lazily from
+    ``rng`` when the previous one runs out). An iterator whose position (``state_dict``: the
+    batches given and the rest of the current permutation) a loop checkpoint saves and
+    restores; ``rng``'s own state is saved with the loop's streams."""
+
+    def __init__(
+        self, num_frames: int, steps: int, batch_size: int, rng: np.random.Generator
+    ) -> None:
+        self.num_frames, self.steps, self.batch_size, self.rng = num_frames, steps, batch_size, rng
+        self.given = 0
+        self.pool: list[int] = []
+
+    def __iter__(self) -> FrameOrder:
+        return self
+
+    def __next__(self) -> list[int]:
+        if self.given >= self.steps:
+            raise StopIteration
+        while len(self.pool) < self.batch_size:
+            self.pool.extend(self.rng.permutation(self.num_frames).tolist())
+        batch = self.pool[: self.batch_size]
+        del self.pool[: self.batch_size]
+        self.given += 1
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"given": self.given, "pool": list(self.pool)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.given, self.pool = int(state["given"]), list(state["pool"])
 
 
 def augment(

@@ -12,12 +12,15 @@ import torch
 @dataclass
 class TrainLog:
     """The training curve: per step the total loss, the lr and every other loss term (NaN at
-    steps where a term was absent); ``validation``: ``{"step": s, **metrics}`` records."""
+    steps where a term was absent); ``validation``: ``{"step": s, **metrics}`` records;
+    ``resumed_from``: the steps from which the fit went on after being killed (loop
+    checkpoints, :mod:`owsbench.training.resume`), empty for a fit run in one go."""
 
     loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     scalars: dict[str, list[float]] = field(default_factory=dict)
     validation: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: list[int] = field(default_factory=list)  # steps a killed fit resumed at
 
     def record(self, lr: float, terms: dict[str, torch.Tensor]) -> None:
         step = len(self.loss)
@@ -40,4 +43,6 @@ class TrainLog:
             }
         if self.validation:
             extra["validation"] = self.validation
+        if self.resumed_from:
+            extra["resumed_from"] = self.resumed_from
         return extra

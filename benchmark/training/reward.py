@@ -238,6 +238,14 @@ class RewardSupervision(SegmenterSupervision):
         if tuning.kl_weight > 0:
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
 
+    def resume_state(self) -> dict[str, Any] | None:
+        """The model's buffers and the sampling generator's state."""
+        return {**super().resume_state(), "generator": self.generator.get_state()}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        super().load_resume_state(state)
+        self.generator.set_state(state["generator"])
+
     def output_losses(self, output: SegmenterOutput, batch: Batch) -> dict[str, torch.Tensor]:
         tuning = self.tuning
         logits = output.logits / tuning.temperature

@@ -65,6 +65,7 @@ def tune_segmenter(
         validate=periodic_validation(model, context, config.batch_size),
         validate_every=validation_interval(config.validate_every, tuning.steps),
         desc=f"reward-tune segmenter ({tuning.reward})", progress=context.progress,
+        processes=context.processes,
     )  # fmt: skip
     model.to(context.device).train()
     log = loop.run(model.parameters(), train, supervision)

@@ -62,6 +62,7 @@ def run_supervised(
         validate_every=validation_interval(config.validate_every, config.steps),
         desc=f"fit segmenter ({label})",
         progress=context.progress,
+        processes=context.processes,
     )
     model.to(context.device).train()
     log = loop.run(model.parameter_groups(), train, supervision)

@@ -26,6 +26,7 @@ from owsbench.methods.base import FitContext, image_batch
 from owsbench.segmenters.base import Segmenter, SegmenterConfig, SegmenterOutput
 from owsbench.training.batches import Batch, check_label_range
 from owsbench.training.losses import labels_at, semantic_ce
+from owsbench.training.resume import buffers_of, load_buffers
 
 
 class Supervision(ABC):
@@ -39,6 +40,15 @@ class Supervision(ABC):
     @abstractmethod
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Named loss terms of ``batch``; ``"total"`` is minimised."""
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """What changes during the loop besides the trained parameters, for the loop's
+        checkpoints (:mod:`owsbench.training.resume`); None (the default): not known, so a loop
+        with this supervision writes no checkpoint and a killed fit starts again."""
+        return None
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional
+        """Put back what ``resume_state`` returned."""
 
 
 class SegmenterSupervision(Supervision):
@@ -75,6 +85,13 @@ class SegmenterSupervision(Supervision):
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.output_losses(self.model(batch.images), batch)
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """The model's buffers (batch-norm statistics)."""
+        return {"buffers": buffers_of(self.model)}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        load_buffers(self.model, state["buffers"])
 
     @abstractmethod
     def output_losses(self, output: SegmenterOutput, batch: Batch) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ from owsbench.methods.nn.contmav_model import ContMAVNet
 from owsbench.training.batches import Batch, check_label_range
 from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.losses import semantic_ce
+from owsbench.training.resume import buffers_of, load_buffers
 from owsbench.training.supervision import Supervision
 
 ARCHITECTURE = ("num_classes", "encoder", "decoder_channels", "decoder_blocks", "context_bins")
@@ -44,6 +45,12 @@ class CrossEntropyOnly(Supervision):
         labels = torch.from_numpy(np.stack([f.semantic for f in items])).long()
         check_label_range(labels, self.model.num_classes, "contmav (cross-entropy stage)")
         return Batch(images=image_batch([f.image for f in items]), labels=labels)
+
+    def resume_state(self) -> dict[str, Any] | None:
+        return {"buffers": buffers_of(self.model)}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        load_buffers(self.model, state["buffers"])
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         return {"total": semantic_ce(self.model(batch.images)[0], batch.labels)}

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from owsbench.methods.nn.synco import SynCoConfig, directional_negatives
 from owsbench.segmenters.inputs import register_imagenet_stats
 from owsbench.training.batches import Batch, jitter_brightness_contrast, sample_with_replacement
 from owsbench.training.loop import Hook, Loop, Recipe, Streams
+from owsbench.training.resume import buffers_of, load_buffers
 from owsbench.training.supervision import Supervision
 
 
@@ -217,6 +218,26 @@ class ContrastiveObjective(Supervision, Hook):
         )  # fmt: skip
         self.pending = (k, labels, index)
         return {"total": loss}
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """The momentum encoder, the query encoder's buffers, the queue and the step."""
+        queue = self.queue
+        return {
+            "key": self.key.state_dict(),
+            "buffers": buffers_of(self.query),
+            "queue": (queue.keys, queue.labels, queue.ids, queue.pointer),
+            "step": self.step,
+        }
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        self.key.load_state_dict(state["key"])
+        load_buffers(self.query, state["buffers"])
+        keys, labels, ids, self.queue.pointer = state["queue"]
+        for mine, saved in zip(
+            (self.queue.keys, self.queue.labels, self.queue.ids), (keys, labels, ids), strict=True
+        ):
+            mine.copy_(saved)
+        self.step = state["step"]
 
     def on_step(self, loop: Loop, step: int, terms: dict[str, torch.Tensor]) -> None:
         self.queue.push(*self.pending)
