@@ -433,7 +433,7 @@ def status(out: Path) -> None:
     """List the SLURM tasks of the run in OUT (`owsbench run --launcher slurm`): state (pending,
     running, done, failed), what each runs and its log.
 
-    States come from submitit's result files and squeue; the rows of finished tasks are merged
+    States come from submitit's result files and squeue; the tasks' row shards are merged
     into OUT/results.jsonl (so `owsbench report OUT` sees them after a --no-wait run).
     """
     from owsbench.job_index import JobIndex, counts

@@ -1,6 +1,6 @@
 """The SLURM jobs index of an output folder, ``OUT/slurm/jobs.json``: one record per submitted
 task (the owsbench job id, its stage, SLURM id, last known state and log paths), the states
-queried now, and the merge of finished tasks' rows into ``OUT/results.jsonl``.
+queried now, and the merge of the tasks' row shards into ``OUT/results.jsonl``.
 
 A task's state is, in order: ``done`` or ``failed`` from the result file submitit writes when
 the task's function returned or raised; else SLURM's state from ``squeue`` (``pending``,
@@ -23,8 +23,7 @@ from pathlib import Path
 
 from owsbench.cache import atomic_write_text
 from owsbench.errors import BadInput
-from owsbench.results import ResultsStore, read_rows
-from owsbench.worker import rows_dir
+from owsbench.results import merge_shards
 
 STATES = ("pending", "running", "done", "failed")
 FINISHED = ("done", "failed")
@@ -45,7 +44,7 @@ SLURM_STATES = {  # squeue's long state names -> ours; any other one is a failur
 class TaskRecord:
     """One submitted task: ``job`` (owsbench job id), ``stage`` (``fit`` or ``eval``),
     ``slurm_id`` (``ARRAY_TASK``), ``what`` it runs, the log and result paths, ``cluster``
-    (submitit's executor name), the last known ``state`` and whether its rows were ``merged``."""
+    (submitit's executor name) and the last known ``state``."""
 
     job: str
     stage: str
@@ -56,7 +55,6 @@ class TaskRecord:
     result: str
     cluster: str = "slurm"
     state: str = "pending"
-    merged: bool = False
 
 
 class JobIndex:
@@ -87,13 +85,13 @@ class JobIndex:
         return {r.job for r in self.latest() if r.state not in FINISHED}
 
     def refresh(self) -> list[TaskRecord]:
-        """Query the state of every unfinished task, merge the rows of finished ``eval``
-        tasks into ``OUT/results.jsonl``, save; the latest records."""
+        """Query the state of every unfinished task, merge the tasks' row shards into
+        ``OUT/results.jsonl`` (``merge_shards``), save; the latest records."""
         records = [r for r in self.records if r.state not in FINISHED]
         queue = squeue_states(r.slurm_id for r in records if r.cluster == "slurm")
         for record in records:
             record.state = task_state(record, queue)
-        merge_rows(self.out, self.records)
+        merge_shards(self.out)
         self.save()
         return self.latest()
 
@@ -137,21 +135,6 @@ def squeue_states(ids: Iterable[str]) -> dict[str, str] | None:
         return {} if "Invalid job id" in done.stderr else None
     pairs = (line.split() for line in done.stdout.splitlines())
     return {p[0]: p[1] for p in pairs if len(p) == 2}
-
-
-def merge_rows(out: Path, records: Sequence[TaskRecord]) -> int:
-    """Add the rows of each finished, not yet merged ``eval`` task to ``OUT/results.jsonl``
-    (one writer: the caller); the number of rows added."""
-    store, added = ResultsStore(out), 0
-    for record in records:
-        if record.stage != "eval" or record.state not in FINISHED or record.merged:
-            continue
-        path = rows_dir(out, record.job) / "results.jsonl"
-        for row in read_rows(path) if path.exists() else []:
-            store.add(row)
-            added += 1
-        record.merged = True
-    return added
 
 
 def counts(records: Sequence[TaskRecord]) -> dict[str, int]:

@@ -10,9 +10,9 @@ from the cache; a fit that failed is retried by the evaluations that need it, wh
 with the fit's error in their own logs (``afterok`` would leave them pending forever). A fit
 only one job needs is done by that job.
 
-Each task writes its rows into its own folder (:func:`owsbench.worker.rows_dir`); the
-coordinator merges the rows of finished tasks into ``OUT/results.jsonl`` (as does
-``owsbench status``). The jobs index ``OUT/slurm/jobs.json`` (:mod:`owsbench.job_index`) records
+Each task appends its rows to its own shard of ``OUT`` (:class:`owsbench.results.ResultsStore`),
+merged into ``OUT/results.jsonl`` under the shards' file lock by the task, the coordinator and
+``owsbench status``. The jobs index ``OUT/slurm/jobs.json`` (:mod:`owsbench.job_index`) records
 every task; submitit's logs are under ``OUT/slurm/logs/<ARRAY_TASK>/``. A rerun submits only
 the jobs with a row missing from ``OUT/results.jsonl`` and no task pending or running.
 """

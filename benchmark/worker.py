@@ -2,9 +2,10 @@
 executed in the task's process by :class:`owsbench.execute.LocalExecutor`.
 
 A ``fit`` task fits (or finds in the fit cache) the job's models and evaluates nothing; an
-``eval`` task fits what is not cached, evaluates and writes the job's rows into its own rows
-folder (:func:`rows_dir`), from which the coordinator merges them into ``OUT/results.jsonl``, so
-concurrent tasks never rewrite one file. The artifacts (curves, samples, training logs) go to
+``eval`` task fits what is not cached, evaluates and appends the job's rows to its own shard of
+``OUT`` (:class:`owsbench.results.ResultsStore`), merged into ``OUT/results.jsonl`` under the
+shards' file lock when the task ends and by every reader, so concurrent tasks never rewrite one
+file. The artifacts (curves, samples, training logs) go to
 ``OUT`` as in a local run. Torch uses ``threads`` threads (``$OMP_NUM_THREADS`` too).
 """
 
@@ -12,11 +13,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-
-def rows_dir(out: Path, job_id: str) -> Path:
-    """The folder whose ``results.jsonl`` holds the rows a SLURM task wrote for ``job_id``."""
-    return Path(out) / "slurm" / "rows" / job_id
 
 
 def run_task(job_json: str, out: str, fit_only: bool, threads: int) -> int:
@@ -28,12 +24,10 @@ def run_task(job_json: str, out: str, fit_only: bool, threads: int) -> int:
 
     from owsbench.execute import LocalExecutor
     from owsbench.plan import Job
-    from owsbench.results import ResultsStore
 
     torch.set_num_threads(threads)
     job = Job.from_json(job_json)
-    store = ResultsStore(rows_dir(Path(out), job.id))
-    executor = LocalExecutor(Path(out), progress=False, store=store)
+    executor = LocalExecutor(Path(out), progress=False)
     if fit_only:
         executor.fit(job)
         return 0

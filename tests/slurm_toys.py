@@ -4,14 +4,13 @@ value, so that the tasks' processes need not import this module."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import cloudpickle
 
 from owsbench.plan import DatasetRef, FitPlan, Job, MethodPlan, SegmenterPlan, Settings
-from owsbench.worker import rows_dir
+from owsbench.results import ResultsStore
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -44,10 +43,10 @@ def toy_task(job_json: str, out: str, fit_only: bool, threads: int) -> int:
         return 0
     if (Path(out) / f"fail-{job.seed}").exists():
         raise ValueError(f"toy failure of seed {job.seed}")
-    folder = rows_dir(Path(out), job.id)
-    folder.mkdir(parents=True, exist_ok=True)
     from owsbench.rows import KEY_FIELDS
 
-    rows = [dict(zip(KEY_FIELDS, key, strict=True), metrics={"AP": 0.5}) for key in job.rows]
-    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return len(rows)
+    store = ResultsStore(Path(out))
+    for key in job.rows:
+        store.add(dict(zip(KEY_FIELDS, key, strict=True), metrics={"AP": 0.5}))
+    store.close()
+    return len(job.rows)

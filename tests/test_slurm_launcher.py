@@ -11,8 +11,9 @@ import pytest
 from slurm_toys import toy_job, toy_task
 
 from owsbench.cli import _exit_if_failed, _slurm_submitted, main
-from owsbench.job_index import JobIndex, TaskRecord, counts, merge_rows, task_state
-from owsbench.results import read_rows
+from owsbench.job_index import JobIndex, TaskRecord, counts, task_state
+from owsbench.results import ResultsStore, read_rows
+from owsbench.rows import KEY_FIELDS
 from owsbench.slurm import SlurmExecutor, SlurmOptions, fit_stage
 
 
@@ -63,17 +64,17 @@ def test_task_state_reads_the_result_file_then_squeue(tmp_path):
     assert task_state(task, {}) == "done"
 
 
-def test_finished_tasks_rows_are_merged_once(tmp_path):
+def test_tasks_rows_reach_results_through_their_shards_once(tmp_path):
     job = toy_job(0, tmp_path)
-    toy_task(job.to_json(), str(tmp_path), False, 1)
+    store = ResultsStore(tmp_path)
+    store.add({**dict(zip(KEY_FIELDS, job.rows[0], strict=True)), "metrics": {"AP": 0.5}})
+    assert not (tmp_path / "results.jsonl").exists()  # in the shard, not merged yet
     index = JobIndex(tmp_path)
     index.records.append(
         TaskRecord(job.id, "eval", "1_0", "msp", "e", "e", str(tmp_path / "r"), "local", "done")
     )
-    assert merge_rows(tmp_path, index.records) == 1
-    assert merge_rows(tmp_path, index.records) == 0
-    index.save()
-    assert JobIndex(tmp_path).records[0].merged
+    index.refresh()
+    index.refresh()
     assert len(read_rows(tmp_path / "results.jsonl")) == 1
 
 
