@@ -151,12 +151,14 @@ def group_lr(group: dict[str, Any], step: int, steps: int, recipe: Recipe) -> fl
     one-cycle schedule of the group's own steps, which start at ``start_step`` (default 0; 0
     before it) and warm up over ``warmup_fraction`` (default the recipe's) of the rest. Groups
     without those keys follow the recipe's schedule."""
+    scale = float(group.get("lr_scale", 1.0))
+    if "start_step" not in group and "warmup_fraction" not in group:
+        return scale * one_cycle_lr(step, steps, recipe.lr, recipe.warmup_fraction)
     start = int(group.get("start_step", 0))
     if step < start:
         return 0.0
     warmup = group.get("warmup_fraction", recipe.warmup_fraction)
-    lr = one_cycle_lr(step - start, steps - start, recipe.lr, warmup)
-    return float(group.get("lr_scale", 1.0)) * lr
+    return scale * one_cycle_lr(step - start, steps - start, recipe.lr, warmup)
 
 
 class Loop:
@@ -250,10 +252,9 @@ class Loop:
             leave=False,
         )  # fmt: skip
         for step, batch in bar:
-            lr = one_cycle_lr(step, steps, self.recipe.lr, self.recipe.warmup_fraction)
             terms = self.step(every, optimizer, (step, steps), supervision, batch, group)
             logged = group.average_terms(terms) if group is not None else terms
-            self.log.record(lr, logged)
+            self.log.record(optimizer.param_groups[0]["lr"], logged)
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in logged.items()})
             for hook in self.hooks:
                 hook.on_step(self, step, terms)

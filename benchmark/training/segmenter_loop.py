@@ -24,6 +24,10 @@ class ProgressHook(Hook):
     def before_step(self, loop: Loop, step: int) -> None:
         self.model.set_training_progress(step, loop.recipe.steps)
 
+    def resume_state(self) -> dict[str, Any]:
+        """Nothing: the progress is set from the step before every step, a resumed one too."""
+        return {}
+
 
 def run_supervised(
     model: Segmenter,
