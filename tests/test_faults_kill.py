@@ -1,9 +1,9 @@
-"""kill -9 at 20 seeded random points of a small quick run (generation, fit, evaluation, report),
+"""kill -9 at 10 seeded random points of a small quick run (generation, fit, evaluation, report),
 each followed by a rerun: the rows equal an uninterrupted run's, every file parses, and no
 temporary file is left behind.
 
 The run is the quick preset with a 5-step segmenter fit, so one uninterrupted run takes seconds;
-two cases run at a time, each with one thread. Bounded: about two minutes on two cores.
+two cases run at a time, each with one thread. Bounded: about a minute on two cores.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-KILLS = 20
+KILLS = 10
 STABLE_FIELDS = (
     "row_id", "config_hash", "checkpoint_sha256", "method", "dataset", "split", "seed",
     "frames", "anomaly_pixels", "inlier_pixels", "dataset_fingerprint", "metrics",
