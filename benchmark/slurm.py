@@ -36,7 +36,7 @@ from owsbench.job_index import FINISHED, JobIndex, TaskRecord, counts
 from owsbench.plan import FitPlan, Job
 from owsbench.results import ResultsStore
 from owsbench.rows import row_key
-from owsbench.worker import run_task
+from owsbench.worker import RequeuedTask
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ class SlurmExecutor:
     ``wait``: follow the tasks with a progress bar until all ended (else return after
     submitting). ``cluster``: submitit's executor (``slurm``; ``local`` runs the tasks as
     processes of this machine, for tests); ``task``: the function each task runs
-    (:func:`owsbench.worker.run_task`). After ``run``: ``submitted`` (the new tasks), ``failed``
+    (default :class:`owsbench.worker.RequeuedTask`: :func:`owsbench.worker.run_task`, requeued on
+    preemption or time-out). After ``run``: ``submitted`` (the new tasks), ``failed``
     (the last tasks of the jobs with a row still missing, where they failed), ``dropped``
     (empty: a task with dropped rows fails).
     """
@@ -97,13 +98,13 @@ class SlurmExecutor:
         wait: bool = True,
         progress: bool = True,
         cluster: str = "slurm",
-        task: Callable[..., int] = run_task,
+        task: Callable[..., int] | None = None,
         poll_s: float = 5.0,
     ) -> None:
         if cluster == "slurm" and shutil.which("sbatch") is None:
             raise BadInput("--launcher slurm needs sbatch on PATH (scripts/slurm-local.sh start)")
         self.out, self.options, self.wait, self.progress = Path(out), options, wait, progress
-        self.cluster, self.task, self.poll_s = cluster, task, poll_s
+        self.cluster, self.task, self.poll_s = cluster, task or RequeuedTask(), poll_s
         self.submitted: list[TaskRecord] = []
         self.failed: list[TaskRecord] = []
         self.dropped: list[str] = []

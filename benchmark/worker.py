@@ -1,5 +1,6 @@
 """What one SLURM task runs (:mod:`owsbench.slurm` submits it through submitit): one planned job,
-executed in the task's process by :class:`owsbench.execute.LocalExecutor`.
+executed in the task's process by :class:`owsbench.execute.LocalExecutor`; submitted as a
+:class:`RequeuedTask`, so a preempted or timed-out task is requeued and resumes.
 
 A ``fit`` task fits (or finds in the fit cache) the job's models and evaluates nothing; an
 ``eval`` task fits what is not cached, evaluates and appends the job's rows to its own shard of
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import submitit
 
 
 def run_task(job_json: str, out: str, fit_only: bool, threads: int) -> int:
@@ -35,3 +38,13 @@ def run_task(job_json: str, out: str, fit_only: bool, threads: int) -> int:
     if executor.dropped:
         raise RuntimeError("rows not written: " + "; ".join(executor.dropped))
     return len(rows)
+
+
+class RequeuedTask(submitit.helpers.Checkpointable):
+    """:func:`run_task` as a submitit checkpointable: when SLURM signals a task before its time
+    limit or on preemption, submitit calls ``checkpoint``, which requeues the same call; the
+    requeued task finds the rows already written and the fits' loop checkpoints in the cache
+    (``owsbench.training.resume``), so it goes on from there instead of from step 0."""
+
+    def __call__(self, job_json: str, out: str, fit_only: bool, threads: int) -> int:
+        return run_task(job_json, out, fit_only, threads)

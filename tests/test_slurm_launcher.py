@@ -147,3 +147,12 @@ def test_the_config_files_slurm_section_is_typed(tmp_path, capsys):
     config.write_text("methods: msp\nslurm: {time: soon}\n")
     code, output = owsbench(capsys, "run", "--config", str(config), "--launcher", "slurm")
     assert code == 2 and "slurm.time must be int" in output, output
+
+
+def test_slurm_tasks_requeue_the_same_call_on_preemption():
+    from owsbench.worker import RequeuedTask
+
+    task = RequeuedTask()
+    again = task.checkpoint("{job}", "out", False, 2)  # what submitit calls on SIGUSR2
+    assert again.function is task and again.args == ("{job}", "out", False, 2)
+    assert isinstance(SlurmExecutor(Path("o"), SlurmOptions(), cluster="local").task, RequeuedTask)
