@@ -82,8 +82,8 @@ from owsbench.methods.base import FitContext, PosthocMethod, image_batch, is_mas
 from owsbench.methods.fre import features_to_logits, pad_multiple
 from owsbench.methods.nn.outlier_exposure import (
     HeadFitFields,
+    head_fit_source,
     outlier_batch,
-    require_source,
     split_outlier_labels,
 )
 from owsbench.segmenters.base import SegmenterOutput
@@ -287,11 +287,7 @@ class AnomalyHead(PosthocMethod):
     # -- fit --------------------------------------------------------------------------------
     def fit(self, train: Split, ctx: FitContext) -> None:
         """Train the head on outlier-exposure pastes of ``train`` (the segmenter stays frozen)."""
-        if self.segmenter is None:
-            raise RuntimeError(f"{self.name}: no segmenter attached")
-        if len(train) == 0:
-            raise BadInput(f"{self.name}: empty training split")
-        source = require_source(self.name, ctx.outlier_source)
+        source = head_fit_source(self.name, self.segmenter, train, ctx.outlier_source)
         cfg = self.config
         streams = Streams.seeded(ctx.seed)
         was_training = self.segmenter.training

@@ -39,12 +39,11 @@ import torch.nn.functional as F
 
 from owsbench.checks import Range
 from owsbench.datasets.base import Frame, Split
-from owsbench.errors import BadInput
 from owsbench.methods.base import FitContext, PosthocMethod
 from owsbench.methods.nn.outlier_exposure import (
     HeadFitFields,
+    head_fit_source,
     outlier_batch,
-    require_source,
     split_outlier_labels,
 )
 from owsbench.methods.rba import check_mask_segmenter, rba_score
@@ -131,11 +130,7 @@ class RbAOE(PosthocMethod):
 
     def fit(self, train: Split, ctx: FitContext) -> None:
         """Fine-tune a copy of the segmenter's heads on pasted ``train`` frames; attach it."""
-        if self.segmenter is None:
-            raise RuntimeError(f"{self.name}: no segmenter attached")
-        if len(train) == 0:
-            raise BadInput(f"{self.name}: empty training split")
-        source = require_source(self.name, ctx.outlier_source)
+        source = head_fit_source(self.name, self.segmenter, train, ctx.outlier_source)
         was_training = self.segmenter.training
         self.segmenter.eval()
         try:

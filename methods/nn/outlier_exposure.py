@@ -15,6 +15,7 @@ void) and the anomaly target (paste 1, known 0, void and padding 255 = ignored).
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -76,6 +77,18 @@ class HeadFitFields(PasteFields):
     scale_range: Annotated[tuple[float, float], Range(gt=0, le=8)] = (0.75, 1.5)
     hflip: bool = True
     color_jitter: Annotated[float, Range(ge=0, lt=1)] = 0.25
+
+
+def head_fit_source(
+    method: str, segmenter: object | None, train: Sized, source: object | None
+) -> object:
+    """The outlier-exposure source of a head fitted over a frozen segmenter, after checking
+    that the segmenter is attached (``RuntimeError``) and ``train`` not empty (``BadInput``)."""
+    if segmenter is None:
+        raise RuntimeError(f"{method}: no segmenter attached")
+    if len(train) == 0:
+        raise BadInput(f"{method}: empty training split")
+    return require_source(method, source)
 
 
 def require_source(method: str, source: object | None) -> object:
