@@ -199,7 +199,7 @@ def list_cmd(what: str) -> None:
     type=click.IntRange(min=0),
     default=None,
     help="Processes decoding frames ahead of the model (0: in the main process) "
-    "[config file's, else half the CPUs, at most 8].",
+    "[config file's, else half the CPUs beyond two, at most 8].",
 )
 @click.option("--progress/--no-progress", default=True, help="Show progress bars on stderr.")
 @click.option(

@@ -320,9 +320,8 @@ class LocalExecutor:
     """Runs jobs in this process into ``out`` (see the module docstring).
 
     ``device``, ``data_root`` and ``cache_dir`` replace the job's settings when given;
-    ``datasets`` shares opened datasets with the planner; ``store`` holds the rows (default
-    ``OUT/results.jsonl``; a SLURM task's is its job's own, :mod:`owsbench.worker`).
-    ``executed`` lists the ids of the jobs run so far. Torch uses every CPU core unless
+    ``datasets`` shares opened datasets with the planner. ``executed`` lists the ids of the jobs
+    run so far. Torch uses every CPU core unless
     ``$OMP_NUM_THREADS`` is set.
     """
 
@@ -334,13 +333,12 @@ class LocalExecutor:
         data_root: Path | None = None,
         cache_dir: Path | None = None,
         datasets: Datasets | None = None,
-        store: ResultsStore | None = None,
     ) -> None:
         self.out = Path(out)
         self.progress = progress
         self.device, self.data_root, self.cache_dir = device, data_root, cache_dir
         self.datasets = datasets or Datasets(progress)
-        self.store = store or ResultsStore(self.out)
+        self.store = ResultsStore(self.out)
         self.executed: list[str] = []
         self.dropped: list[str] = []  # one message per row not written (non-finite outputs)
         self._env: dict[str, dict[str, Any]] = {}

@@ -31,9 +31,10 @@ Run = tuple[list[Frame], torch.Tensor]  # equal-sized frames and their (B, H, W,
 
 
 def default_workers() -> int:
-    """Decoding workers by default: half the CPUs this process may run on, at most 8 (none on a
-    single CPU, where a worker would only compete with the model for it)."""
-    return min(8, len(os.sched_getaffinity(0)) // 2)
+    """Decoding workers by default: half of the CPUs this process may run on beyond two, at most
+    8 (none on one or two CPUs: measured on two cores, a worker only competes with the model's
+    threads, and the whole path is slower)."""
+    return max(0, min(8, (len(os.sched_getaffinity(0)) - 2) // 2))
 
 
 def same_size_runs(frames: list[Frame]) -> Iterator[list[Frame]]:

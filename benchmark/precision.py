@@ -4,9 +4,10 @@
 ``torch.autocast`` with that dtype on the model's device (matrix products and convolutions in half
 precision, reductions in float32; see the PyTorch AMP documentation,
 https://pytorch.org/docs/stable/amp.html). Scores are computed from the logits upcast to float32
-(``owsbench.segmenters.base.as_float32``) and every metric counts float32 values, so only the
-network's own arithmetic changes. Rows evaluated below fp32 carry ``precision`` in their config
-hash and are labelled ``[bf16]`` / ``[fp16]`` in tables.
+(``owsbench.segmenters.base.as_float32``) and every metric counts float32 values, so for a
+post-hoc method only the segmenter's arithmetic changes; a trained method's whole ``predict``
+(its network and its score, which are one model) runs under the autocast. Rows evaluated below
+fp32 carry ``precision`` in their config hash and are labelled ``[bf16]`` / ``[fp16]`` in tables.
 """
 
 from __future__ import annotations
