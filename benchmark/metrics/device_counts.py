@@ -2,9 +2,9 @@
 
 A score map on a GPU is counted where it is: the order-preserving float32 key
 (:func:`owsbench.metrics.pixel.float_to_key`), each pixel's histogram cell and the histogram
-itself (``torch.bincount``) are computed on the device, and only the compact counts (a few
-hundred KiB per score, independent of the pixel count) are added to the metric's host state; the
-same for the confusion matrix. The counts are integers, so they equal those of the numpy path
+itself (``torch.bincount``) are computed on the device, and only the counts (at most the
+histogram's size, 512 KiB per (sign, exponent) block the scores reach, whatever the pixel count)
+are added to the metric's host state; the same for the confusion matrix. The counts are integers, so they equal those of the numpy path
 exactly; the states, ``merge`` and ``compute`` are unchanged. torch is imported on first use (the
 metrics package itself imports numpy only).
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-_KEY_NEG_INF = 0x007FFFFF  # key(-inf); smaller keys are negative NaNs
-_KEY_POS_INF = 0xFF800000  # key(+inf); larger keys are positive NaNs
+KEY_NEG_INF = 0x007FFFFF  # key(-inf); smaller keys are negative NaNs
+KEY_POS_INF = 0xFF800000  # key(+inf); larger keys are positive NaNs
 _BLOCK_SHIFT = 23  # key >> 23: the 9 sign and exponent bits that select a block of bins
 
 
@@ -46,7 +46,7 @@ def check_anomaly_labels(labels: Any) -> Any:
 def anomaly_blocks(keys: Any, void: Any) -> np.ndarray:
     """The (sign, exponent) blocks that the non-void keys reach; ``ValueError`` on a NaN score
     (void pixels included, as the numpy path)."""
-    if bool(((keys < _KEY_NEG_INF) | (keys > _KEY_POS_INF)).any()):
+    if bool(((keys < KEY_NEG_INF) | (keys > KEY_POS_INF)).any()):
         raise ValueError("scores contain NaN")
     return (keys[~void] >> _BLOCK_SHIFT).unique().cpu().numpy()
 

@@ -70,6 +70,8 @@ from typing import Any
 import numpy as np
 
 from .device_counts import (
+    KEY_NEG_INF,
+    KEY_POS_INF,
     anomaly_blocks,
     anomaly_counts,
     check_anomaly_labels,
@@ -80,8 +82,6 @@ from .device_counts import (
 _CHUNK = 1 << 16  # elements per step: the work buffers (~1 MiB) stay in cache
 _BLOCK_BITS = 9  # sign + exponent: the top bits of a key that select a block of bins
 _NUM_BLOCKS = 1 << _BLOCK_BITS
-_KEY_NEG_INF = 0x007FFFFF  # key(-inf); smaller keys are negative NaNs
-_KEY_POS_INF = 0xFF800000  # key(+inf); larger keys are positive NaNs
 _SIGN = np.uint32(0x80000000)
 _UNALLOCATED = -(1 << 30)  # offset of a block without storage: makes its cell indices negative
 
@@ -104,7 +104,7 @@ def float_to_key(scores: np.ndarray) -> np.ndarray:
 
 def key_to_float(keys: np.ndarray) -> np.ndarray:
     """Inverse of :func:`float_to_key` (keys below ``key(-inf)`` map to ``-inf``)."""
-    keys = np.maximum(np.asarray(keys, np.uint32), np.uint32(_KEY_NEG_INF))
+    keys = np.maximum(np.asarray(keys, np.uint32), np.uint32(KEY_NEG_INF))
     bits = np.where(keys >= _SIGN, keys ^ _SIGN, ~keys)
     return bits.view(np.float32)
 
@@ -421,6 +421,6 @@ def _keys(s: np.ndarray, key: np.ndarray, tmp: np.ndarray) -> np.ndarray:
     np.right_shift(key.view(np.int32), 31, out=tmp.view(np.int32))  # -1 (all ones) if negative
     np.bitwise_or(tmp, _SIGN, out=tmp)  # negative: invert all bits; else flip the sign bit
     np.bitwise_xor(key, tmp, out=key)
-    if key.min() < _KEY_NEG_INF or key.max() > _KEY_POS_INF:
+    if key.min() < KEY_NEG_INF or key.max() > KEY_POS_INF:
         raise ValueError("scores contain NaN")
     return key
