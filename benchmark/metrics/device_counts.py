@@ -5,8 +5,8 @@ A score map on a GPU is counted where it is: the order-preserving float32 key
 itself (``torch.bincount``) are computed on the device, and only the counts (at most the
 histogram's size, 512 KiB per (sign, exponent) block the scores reach, whatever the pixel count)
 are added to the metric's host state; the same for the confusion matrix. The counts are
-integers, so they equal those of the numpy path exactly; the states, ``merge`` and ``compute`` are unchanged. torch is imported on first use (the
-metrics package itself imports numpy only).
+integers, so they equal those of the numpy path exactly; the states, ``merge`` and ``compute``
+are unchanged. torch is imported on first use (the metrics package itself imports numpy only).
 """
 
 from __future__ import annotations
