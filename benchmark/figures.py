@@ -315,6 +315,9 @@ def _miou_lines(ax: Any, fit: FitCurves, label: str, smoothing: float, colour: s
         ax.plot(late, line[0] * late + line[1], ls="--", lw=1, color=colour, label=slope)
 
 
+CROWDED_LEGEND = 6  # fits in a training figure beyond which the panels stack, legends aside
+
+
 def fit_curves_figure(
     fits: Sequence[tuple[str, FitCurves]],
     path: Path,
@@ -334,8 +337,14 @@ def fit_curves_figure(
         "-(R - b) mean log p, near 0 by construction)."
     )
     validated = any(fit.series("mIoU", validation=True)[0].size for _, fit in fits)
-    fig = Figure(figsize=(12 if validated else 9, 4.5), layout="constrained")
-    axes = fig.subplots(1, 2 if validated else 1, squeeze=False)[0]
+    panels = 2 if validated else 1
+    crowded = len(fits) > CROWDED_LEGEND  # panels stacked, legends to their right
+    if crowded:
+        fig = Figure(figsize=(14, 0.5 + 4.5 * panels), layout="constrained")
+        axes = fig.subplots(panels, 1, squeeze=False)[:, 0]
+    else:
+        fig = Figure(figsize=(12 if validated else 9, 4.5), layout="constrained")
+        axes = fig.subplots(1, panels, squeeze=False)[0]
     notes = list(notes)
     for i, (label, fit) in enumerate(fits):
         steps, loss = fit.series("loss")
@@ -353,7 +362,13 @@ def fit_curves_figure(
     for ax in axes:
         ax.set(xlabel="step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        if crowded:
+            columns = 1 if len(ax.get_legend_handles_labels()[0]) <= 16 else 2
+            ax.legend(
+                fontsize="x-small", ncol=columns, loc="center left", bbox_to_anchor=(1.01, 0.5)
+            )
+        else:
+            ax.legend(fontsize="small")
     return ReportFigure(title, caption, None, _save(fig, path), tuple(notes))
 
 
