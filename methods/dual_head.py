@@ -33,6 +33,10 @@ void 255). The loss is
 with AdamW and the shared one-cycle schedule (``one_cycle_lr``). Inference: ``semantic =
 argmax z``, ``anomaly = sigmoid(a)`` (higher = more anomalous), ``logits = z``.
 
+Reward tuning (``reward_tuning``, off by default; ``tune``, run by the executor on the cached
+fit without it): REINFORCE on the ``anomaly-ap`` reward of binary maps sampled from
+``sigmoid(a / T)`` against the training batch's pastes (``owsbench.training.reward``).
+
 Deviations / choices (no official code to follow): the anomaly head sits on the decoder
 features (not on softmax statistics as in section 7's heads) and is trained jointly with the
 segmenter from scratch (section 7 freezes a trained segmenter and trains the head alone);
@@ -135,6 +139,16 @@ class DualHeadConfig(PasteFields):
             weights_path=self.weights_path,
             input_scale=self.input_scale,
         )
+
+
+def paste_streams(seed: int) -> Streams:
+    """The random streams of a dual-head loop: frame order, pastes (apart from the order) and
+    augmentation, all from ``seed``."""
+    return Streams(
+        order=np.random.default_rng(seed),
+        batch=np.random.default_rng([seed, 1]),
+        augment=torch.Generator().manual_seed(seed),
+    )
 
 
 class DualHeadNet(nn.Module):
@@ -243,13 +257,8 @@ class DualHead(Method):
             steps=tuning.steps, batch_size=tuning.batch_size, lr=tuning.lr,
             weight_decay=cfg.weight_decay, warmup_fraction=tuning.warmup_fraction,
         )  # fmt: skip
-        streams = Streams(
-            order=np.random.default_rng(seed),
-            batch=np.random.default_rng([seed, 1]),
-            augment=torch.Generator().manual_seed(seed),
-        )
         loop = Loop(
-            recipe, ctx.device, streams, augmentation=cfg, progress=ctx.progress,
+            recipe, ctx.device, paste_streams(seed), augmentation=cfg, progress=ctx.progress,
             desc="reward-tune dual-head (anomaly-ap)",
         )  # fmt: skip
         self.model.to(ctx.device).train()
@@ -277,11 +286,7 @@ class DualHead(Method):
             raise BadInput("dual-head: empty training split")
         torch.manual_seed(ctx.seed)
         self.model = DualHeadNet(cfg).to(ctx.device).train()
-        streams = Streams(
-            order=np.random.default_rng(ctx.seed),
-            batch=np.random.default_rng([ctx.seed, 1]),  # pastes, apart from the frame order
-            augment=torch.Generator().manual_seed(ctx.seed),
-        )
+        streams = paste_streams(ctx.seed)
         loop = Loop(
             Recipe.of(cfg), ctx.device, streams, augmentation=cfg, desc="fit dual-head",
             progress=ctx.progress,
