@@ -1,4 +1,4 @@
-"""kill -9 at 10 seeded random points of a small quick run (generation, fit, evaluation, report),
+"""kill -9 at 6 seeded random points of a small quick run (generation, fit, evaluation, report),
 each followed by a rerun: the rows equal an uninterrupted run's, every file parses, and no
 temporary file is left behind.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-KILLS = 10
+KILLS = 6
 STABLE_FIELDS = (
     "row_id", "config_hash", "checkpoint_sha256", "method", "dataset", "split", "seed",
     "frames", "anomaly_pixels", "inlier_pixels", "dataset_fingerprint", "metrics",
