@@ -49,6 +49,11 @@ def same_size_runs(frames: list[Frame]) -> Iterator[list[Frame]]:
         yield run
 
 
+def batch_frames(split: Split, start: int, batch_size: int) -> list[Frame]:
+    """The frames ``start .. start + batch_size - 1`` of ``split`` (fewer at its end)."""
+    return [split[i] for i in range(start, min(start + batch_size, len(split)))]
+
+
 def stacked_runs(frames: list[Frame]) -> list[Run]:
     """The batch's runs, each with its images stacked."""
     return [
@@ -67,11 +72,8 @@ class _Batches(torch.utils.data.Dataset):
         return -(-len(self.split) // self.batch_size)
 
     def __getitem__(self, index: int) -> list[Run] | Exception:
-        start = index * self.batch_size
         try:
-            frames = [
-                self.split[i] for i in range(start, min(start + self.batch_size, len(self.split)))
-            ]
+            frames = batch_frames(self.split, index * self.batch_size, self.batch_size)
         except Exception as err:  # raised again, as it is, by the main process
             return err
         return [([_shared(f) for f in run], images) for run, images in stacked_runs(frames)]
@@ -107,9 +109,7 @@ def loaded_batches(
     """The split's batches in order, as stacked runs (see the module docstring)."""
     if workers <= 0:
         for start in range(0, len(split), batch_size):
-            yield stacked_runs(
-                [split[i] for i in range(start, min(start + batch_size, len(split)))]
-            )
+            yield stacked_runs(batch_frames(split, start, batch_size))
         return
     loader = DataLoader(
         _Batches(split, batch_size),
