@@ -52,6 +52,11 @@ def save_samples(out: Path, dataset: str, split: str, seed: int, arrays: dict) -
     return relative
 
 
+def training_log_name(fit: Fit) -> str:
+    """Where a fit's training log goes in a run folder: ``training/<kind>-<sha256[:16]>.json``."""
+    return f"training/{fit.meta['kind']}-{fit.meta['sha256'][:16]}.json"
+
+
 def save_training_logs(out: Path, fit: Fit) -> list[str]:
     """The training curves of ``fit`` and of the fits it continued from (:attr:`Fit.parent`),
     earliest first, each written once (:func:`save_training_log`)."""
@@ -69,12 +74,12 @@ def save_training_log(out: Path, fit: Fit) -> str | None:
     parent's step count (``step_offset``), so its curve is drawn after the parent's."""
     if "train_loss" not in fit.meta:
         return None
-    relative = f"training/{fit.meta['kind']}-{fit.meta['sha256'][:16]}.json"
+    relative = training_log_name(fit)
     log = {k: fit.meta[k] for k in ("kind", "train_loss", "lr", "fit_seconds", "recipe")}
     log.update({k: fit.meta[k] for k in ("scalars", "validation") if k in fit.meta})
     parent = fit.parent
     if parent is not None and "train_loss" in parent.meta:
-        log["continues"] = f"training/{parent.meta['kind']}-{parent.meta['sha256'][:16]}.json"
+        log["continues"] = training_log_name(parent)
         log["step_offset"] = len(parent.meta["train_loss"])
     atomic_write_text(Path(out) / relative, json.dumps(log))
     return relative
