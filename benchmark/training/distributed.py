@@ -14,7 +14,9 @@ with DDP's default of broadcasting rank 0's buffers). Rank 0 logs (each loss ter
 the ranks), validates, checkpoints and keeps the trained model; a worker leaves with
 ``os._exit`` after the last step, and rank 0 raises when one failed.
 
-Multi-process training runs on CPU (gloo). Forking a process that has initialised CUDA is not
+A forked worker runs its torch ops on one thread: the parent's OpenMP thread pool does not
+survive ``fork``, and a worker that enters a parallel region with it hangs (what
+``torch.utils.data.DataLoader`` workers do too). Multi-process training runs on CPU (gloo). Forking a process that has initialised CUDA is not
 safe, so on a GPU it is refused (``BadInput``) rather than run wrongly.
 
 Source: PyTorch, "Getting started with distributed data parallel" and
@@ -114,6 +116,7 @@ def start_group(processes: int, device: torch.device) -> Group:
     for rank in range(1, processes):
         pid = os.fork()
         if pid == 0:
+            torch.set_num_threads(1)  # see the module docstring
             return join(Group(rank, processes), folder)
         workers.append(pid)
     return join(Group(0, processes, tuple(workers), folder), folder)
