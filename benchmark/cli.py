@@ -745,7 +745,8 @@ def cache_verify(cache_dir: Path | None) -> None:
     the sha256 in its metadata; exit 1 if any is corrupt.
 
     States: ok; corrupt (sha256 mismatch or unreadable metadata: a run moves it aside and
-    refits); orphan (a .pt without its .json or the reverse: a run refits it).
+    refits); orphan (a .pt without its .json or the reverse: a run refits it). Fits being
+    made or interrupted are listed after them as partial, with their resume checkpoints.
     """
     import time
     from collections import Counter
@@ -767,6 +768,7 @@ def cache_verify(cache_dir: Path | None) -> None:
         f"{len(entries)} fits in {folder / 'fits'} ({total}): {counts['ok']} ok, "
         f"{counts['corrupt']} corrupt, {counts['orphan']} orphan"
     )
+    _echo_partial(folder)
     if moved := corrupt_files(folder):
         click.echo(
             f"{len(moved)} files moved aside in {folder / 'fits' / 'corrupt'} "
@@ -774,6 +776,23 @@ def cache_verify(cache_dir: Path | None) -> None:
         )
     if counts["corrupt"]:
         sys.exit(1)
+
+
+def _echo_partial(folder: Path) -> None:
+    """One line per fit with resume checkpoints (running or interrupted), one in all."""
+    from owsbench.fits import list_partial
+
+    resumable = [e for e in list_partial(folder) if e.checkpoints or e.running]
+    for e in resumable:
+        state = "running" if e.running else "interrupted (a rerun resumes it)"
+        click.echo(
+            f"partial {e.stem}: {e.checkpoints} resume checkpoints, {_size(e.size)}, {state}"
+        )
+    if resumable:
+        click.echo(
+            f"{len(resumable)} partial fits in {folder / 'fits' / 'resume'} "
+            "(`owsbench cache clean --partial` removes the interrupted ones)"
+        )
 
 
 @cache_group.command("clean")
@@ -787,29 +806,50 @@ def cache_verify(cache_dir: Path | None) -> None:
     is_flag=True,
     help="Remove corrupt and orphaned fits and the corrupt/ folder of moved-aside files.",
 )
-@click.option("--all", "everything", is_flag=True, help="Remove every fit.")
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="Remove the resume checkpoints of interrupted fits and the lock files of fits that "
+    "are not running.",
+)
+@click.option("--all", "everything", is_flag=True, help="Remove every fit (and --partial).")
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 def cache_clean(
     cache_dir: Path | None,
     older_than: float | None,
     broken: bool,
+    partial: bool,
     everything: bool,
     dry_run: bool,
 ) -> None:
     """Remove fits (both files of each): those older than DAYS, the corrupt ones, or all.
 
-    A removed fit is simply refitted by the next run that needs it.
+    A removed fit is simply refitted by the next run that needs it. With --partial (or --all;
+    with --older-than those last written over DAYS ago) the checkpoints an interrupted fit
+    left for its rerun to resume from go too (the rerun then starts from step 0), and the lock
+    files; a fit being made now (its lock held) is never touched.
     """
     import math
+
+    if older_than is not None and not (math.isfinite(older_than) and older_than >= 0):
+        raise BadInput(f"--older-than must be a number of days >= 0 (got {older_than:g})")
+    if older_than is None and not (broken or partial or everything):
+        raise BadInput("nothing to clean: give --older-than DAYS, --corrupt, --partial or --all")
+    folder = _cache_dir(cache_dir)
+    if broken or everything or older_than is not None:
+        _clean_fits(folder, older_than, broken, everything, dry_run)
+    if partial or everything or older_than is not None:
+        _clean_partial(folder, None if partial or everything else older_than, dry_run)
+
+
+def _clean_fits(
+    folder: Path, older_than: float | None, broken: bool, everything: bool, dry_run: bool
+) -> None:
+    """The stored-fit part of `cache clean`."""
     import time
 
     from owsbench.fits import corrupt_files, list_entries, remove_entries, select_entries
 
-    if older_than is not None and not (math.isfinite(older_than) and older_than >= 0):
-        raise BadInput(f"--older-than must be a number of days >= 0 (got {older_than:g})")
-    if older_than is None and not broken and not everything:
-        raise BadInput("nothing to clean: give --older-than DAYS, --corrupt or --all")
-    folder = _cache_dir(cache_dir)
     chosen = select_entries(list_entries(folder, verify=broken), older_than, broken, everything)
     verb = "would remove" if dry_run else "removed"
     now = time.time()
@@ -824,6 +864,31 @@ def cache_clean(
     if not dry_run:
         remove_entries(chosen, folder, broken)
     click.echo(f"{verb} {len(chosen)} fits and {len(moved)} moved-aside files ({size})")
+
+
+def _clean_partial(folder: Path, older_than: float | None, dry_run: bool) -> None:
+    """The partial-fit part of `cache clean`: every resume folder and lock file whose fit is
+    not running (only those last written over ``older_than`` days ago, when given)."""
+    import time
+
+    from owsbench.fits import list_partial, remove_partial
+
+    now = time.time()
+    entries = [
+        e for e in list_partial(folder)
+        if older_than is None or now - e.modified > older_than * 86400
+    ]  # fmt: skip
+    idle = [e for e in entries if not e.running]
+    removed = idle if dry_run else remove_partial(idle, folder)
+    verb = "would remove" if dry_run else "removed"
+    for e in removed:
+        what = f"{e.checkpoints} resume checkpoints, " if e.checkpoints else ""
+        click.echo(f"{verb} partial {e.stem} ({what}{_size(e.size)})")
+    for e in entries:
+        if e not in removed:
+            click.echo(f"kept partial {e.stem} (its fit is running)")
+    size = _size(sum(e.size for e in removed))
+    click.echo(f"{verb} {len(removed)} partial fits ({size}); kept {len(entries) - len(removed)}")
 
 
 def _rows_at(path: Path, what: str) -> list[dict]:

@@ -17,7 +17,9 @@ The cache heals itself: a cached checkpoint whose bytes do not hash to the ``sha
 metadata, that ``torch.load`` cannot read, or whose ``.json`` is unreadable is reported on one
 stderr line, both files are moved aside into ``<cache_dir>/fits/corrupt/`` and the fit runs
 again as if it were missing. :func:`list_entries` (``owsbench cache verify``) and
-:func:`clean_entries` (``owsbench cache clean``) list, verify and remove entries.
+:func:`select_entries` / :func:`remove_entries` (``owsbench cache clean``) list, verify and
+remove entries; :func:`list_partial` / :func:`remove_partial` the resume checkpoints and lock
+files of fits that are not stored (an interrupted fit's, kept so that a rerun resumes it).
 """
 
 from __future__ import annotations
@@ -351,6 +353,78 @@ def remove_entries(entries: Iterable[FitEntry], cache_dir: Path, broken: bool) -
     if broken and folder.is_dir():
         shutil.rmtree(folder)
         removed.append(folder)
+    return removed
+
+
+@dataclass
+class PartialFit:
+    """What a fit that is not stored (yet) leaves under ``<cache_dir>/fits``: its loops'
+    checkpoints in ``resume/<stem>/`` and its lock file ``<stem>.lock`` (a stored fit keeps
+    its lock file too). ``running``: a process holds the lock now (the fit is being made);
+    ``modified``: the newest file's modification time."""
+
+    stem: str
+    files: tuple[Path, ...]
+    size: int
+    modified: float
+    running: bool
+
+    @property
+    def checkpoints(self) -> int:
+        return sum(1 for p in self.files if p.suffix == ".pt")
+
+
+def lock_is_held(path: Path) -> bool:
+    """Whether a process (this one included) holds the :mod:`filelock` lock ``path``."""
+    from filelock import FileLock, Timeout
+
+    if not path.exists():
+        return False
+    try:
+        with FileLock(path, timeout=0):
+            return False
+    except Timeout:
+        return True
+
+
+def list_partial(cache_dir: Path) -> list[PartialFit]:
+    """Every fit's resume folder and lock file under ``<cache_dir>/fits``, sorted by stem."""
+    root = Path(cache_dir) / "fits"
+    resume = root / RESUME_DIR
+    folders = {p.name: p for p in resume.iterdir() if p.is_dir()} if resume.is_dir() else {}
+    locks = {p.stem: p for p in root.glob("*.lock")} if root.is_dir() else {}
+    partial = []
+    for stem in sorted(folders.keys() | locks.keys()):
+        files = (
+            sorted(p for p in folders[stem].rglob("*") if p.is_file()) if stem in folders else []
+        )
+        files += [locks[stem]] if stem in locks else []
+        stats = [p.stat() for p in files]
+        partial.append(PartialFit(
+            stem=stem, files=tuple(files), size=sum(s.st_size for s in stats),
+            modified=max((s.st_mtime for s in stats), default=0.0),
+            running=lock_is_held(root / f"{stem}.lock"),
+        ))  # fmt: skip
+    return partial
+
+
+def remove_partial(entries: Iterable[PartialFit], cache_dir: Path) -> list[PartialFit]:
+    """Delete the resume folders and lock files of ``entries`` whose fit is not running, each
+    under its own lock (a fit that starts meanwhile waits, then starts from step 0); return
+    the entries removed. A running fit is left alone."""
+    from filelock import FileLock, Timeout
+
+    root = Path(cache_dir) / "fits"
+    removed = []
+    for entry in entries:
+        lock = root / f"{entry.stem}.lock"
+        try:
+            with FileLock(lock, timeout=0):
+                shutil.rmtree(root / RESUME_DIR / entry.stem, ignore_errors=True)
+                lock.unlink(missing_ok=True)
+        except Timeout:
+            continue
+        removed.append(entry)
     return removed
 
 

@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from owsbench.cli import cli, main
-from owsbench.fits import FitCache, list_entries
+from owsbench.fits import FitCache, list_entries, list_partial, next_loop_checkpoint
 
 RECIPE = {"what": "toy", "size": 4}
 
@@ -202,7 +202,7 @@ def test_clean_older_than_removes_only_old_entries(tmp_path):
     ("args", "expected"),
     [
         (["clean", "--older-than", "-1"], "--older-than must be a number of days >= 0 (got -1)"),
-        (["clean"], "nothing to clean: give --older-than DAYS, --corrupt or --all"),
+        (["clean"], "nothing to clean: give --older-than DAYS, --corrupt, --partial or --all"),
         (["verify", "--cache-dir", "{tmp}/missing"], "cache folder {tmp}/missing not found"),
         (
             ["clean", "--all", "--cache-dir", "{tmp}/missing"],
@@ -216,3 +216,64 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, expected):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"owsbench: error: {expected.replace('{tmp}', str(tmp_path))}"]
+
+
+class Interrupted(Exception):
+    """A fit killed after its loop wrote a checkpoint."""
+
+
+def interrupted_fit(cache_dir: Path, recipe: dict) -> str:
+    """Start a fit that writes one loop checkpoint and dies; return its stem."""
+
+    def fit() -> tuple[dict, dict]:
+        path, _ = next_loop_checkpoint()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"step": 3}, path)
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        FitCache(cache_dir).load_or_fit("segmenter", recipe, fit)
+    return FitCache(cache_dir).paths("segmenter", recipe)[0].stem
+
+
+def test_partial_fits_are_listed_and_cleaned_unless_running(tmp_path):
+    from filelock import FileLock
+
+    stored = make_fit(tmp_path, "segmenter", {"n": 1})  # leaves its lock file
+    idle = interrupted_fit(tmp_path, {"n": 2})
+    busy = interrupted_fit(tmp_path, {"n": 3})
+    fits = tmp_path / "fits"
+    assert [(e.stem, e.checkpoints) for e in list_partial(tmp_path)] == sorted(
+        [(stored.stem, 0), (idle, 1), (busy, 1)]
+    )
+    with FileLock(fits / f"{busy}.lock"):  # another process making that fit now
+        listed = invoke("verify", "--cache-dir", str(tmp_path))
+        assert listed.exit_code == 0, listed.output
+        assert f"partial {idle}: 1 resume checkpoints" in listed.output
+        assert "interrupted (a rerun resumes it)" in listed.output
+        assert f"partial {busy}: 1 resume checkpoints" in listed.output
+        assert "2 partial fits in" in listed.output and stored.stem not in listed.output
+
+        dry = invoke("clean", "--partial", "--dry-run", "--cache-dir", str(tmp_path))
+        assert f"would remove partial {idle} (1 resume checkpoints" in dry.output
+        assert (fits / "resume" / idle / "loop0.pt").exists()
+
+        real = invoke("clean", "--partial", "--cache-dir", str(tmp_path))
+        assert real.exit_code == 0, real.output
+        assert f"kept partial {busy} (its fit is running)" in real.output
+        assert "removed 2 partial fits" in real.output and "kept 1" in real.output
+        assert not (fits / "resume" / idle).exists() and not (fits / f"{idle}.lock").exists()
+        assert not (fits / f"{stored.stem}.lock").exists() and stored.exists()
+        assert (fits / "resume" / busy / "loop0.pt").exists()
+    assert [e.stem for e in list_entries(tmp_path)] == [stored.stem]  # stored fits stay
+
+
+def test_older_than_cleans_only_old_partial_fits(tmp_path):
+    old, new = interrupted_fit(tmp_path, {"n": 1}), interrupted_fit(tmp_path, {"n": 2})
+    ten_days_ago = time.time() - 10 * 86400
+    for path in (tmp_path / "fits").rglob(f"{old}*"):
+        for file in [path, *path.rglob("*")]:
+            os.utime(file, (ten_days_ago, ten_days_ago))
+    result = invoke("clean", "--older-than", "7", "--cache-dir", str(tmp_path))
+    assert result.exit_code == 0 and f"removed partial {old}" in result.output
+    assert [e.stem for e in list_partial(tmp_path)] == [new]
