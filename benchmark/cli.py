@@ -207,7 +207,8 @@ def list_cmd(what: str) -> None:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Train each segmenter fit data-parallel on N processes (CPU, gloo).",
+    help="Train each segmenter fit, and the fits of methods that declare data_parallel, "
+    "data-parallel on N processes (CPU, gloo).",
 )
 @click.option(
     "--write-jobs",

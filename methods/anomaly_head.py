@@ -183,7 +183,7 @@ class PixelAnomalyHead(nn.Module):
 class HeadObjective(Supervision):
     """The head's training for the shared loop: outlier-exposure batches, the frozen
     segmenter's outputs, the masked BCE of the head's logit; counts the anomalous and valid
-    target pixels seen (for the fit report)."""
+    target pixels of its batches (at label resolution, for the fit report)."""
 
     def __init__(self, method: AnomalyHead, source: object) -> None:
         self.method = method
@@ -191,7 +191,12 @@ class HeadObjective(Supervision):
         self.anomalous = self.valid = 0
 
     def batch(self, items: list[Frame], rng: np.random.Generator) -> Batch:
+        """A pasted batch; its target pixels are counted here, on the global batch that every
+        process of a data-parallel fit builds alike."""
         images, labels = outlier_batch(items, self.source, rng, self.method.config.paste_config())
+        _, target = split_outlier_labels(labels)
+        self.anomalous += int((target == 1).sum())
+        self.valid += int((target != VOID).sum())
         return Batch(images=images, labels=labels)
 
     def resume_state(self) -> dict[str, Any] | None:
@@ -208,8 +213,6 @@ class HeadObjective(Supervision):
             outputs = self.method.segmenter(batch.images)
         logit = self.method.head_logit(outputs)
         target = labels_at(target, logit.shape[-2:])  # a segmenter with input_scale != 1
-        self.anomalous += int((target == 1).sum())
-        self.valid += int((target != VOID).sum())
         return {"total": masked_bce(logit, target, self.method.config.pos_weight)}
 
 
@@ -246,6 +249,7 @@ class AnomalyHead(PosthocMethod):
     hybrid: ClassVar[bool] = False
     needs_fit = True
     inference_fields = ("score_output",)
+    data_parallel: ClassVar[bool] = True
     # the heads are post-hoc (not sized by the segmenter's recipe): a smoke size under quick
     preset_values: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"steps": 60, "crop": (96, 96)}}
 

@@ -64,7 +64,8 @@ class FitContext:
     train_fingerprint: str | None = None
     # what the training labels offer weak supervision (instance ids, thing classes, background)
     label_traits: LabelTraits = field(default_factory=LabelTraits)
-    # processes a segmenter fit trains on, data-parallel (``owsbench.training.distributed``)
+    # processes a segmenter fit (and a ``data_parallel`` method's fit) trains on, data-parallel
+    # (``owsbench.training.distributed``)
     processes: int = 1
 
 
@@ -77,7 +78,10 @@ class Method(ABC):
     the fit's cache key, so trying another value reuses the checkpoint), ``preset_values``
     (per preset name, config values of this class and its subclasses, e.g. the paper recipe) and
     ``tuning_stage`` (its config has a ``reward_tuning`` field: when set, the runner fits the
-    method without it (cached on its own), loads that fit and calls ``tune``).
+    method without it (cached on its own), loads that fit and calls ``tune``) and
+    ``data_parallel`` (its training loops may run on ``FitContext.processes`` processes: every
+    loss is a batch mean and nothing but the parameters, the optimiser and what the objective
+    derives from the global batch carries over between steps; see :meth:`loop_processes`).
     """
 
     name: ClassVar[str]
@@ -87,6 +91,7 @@ class Method(ABC):
     inference_fields: ClassVar[tuple[str, ...]] = ()
     preset_values: ClassVar[dict[str, dict[str, Any]]] = {}
     tuning_stage: ClassVar[bool] = False
+    data_parallel: ClassVar[bool] = False
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -100,6 +105,13 @@ class Method(ABC):
         if self.fit_report:
             extra["report"] = dict(self.fit_report)
         return extra
+
+    def loop_processes(self, ctx: FitContext) -> int:
+        """Processes this method's training loops run on: ``ctx.processes`` (``--procs-per-job``)
+        when it is ``data_parallel``, else 1 (a method whose objective accumulates statistics
+        over batches, e.g. ContMAV's class means, would accumulate only a slice of each batch
+        on each process)."""
+        return ctx.processes if self.data_parallel else 1
 
     def fit(self, train: Split, ctx: FitContext) -> None:  # noqa: B027 - optional hook
         """Fit on the training split; the default does nothing."""

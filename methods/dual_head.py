@@ -214,6 +214,7 @@ class DualHead(Method):
     name: ClassVar[str] = "dual-head"
     Config: ClassVar[type] = DualHeadConfig
     tuning_stage: ClassVar[bool] = True
+    data_parallel: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "DeepLabV3+ with a semantic head and a binary anomaly head trained jointly on "
         "outlier-exposure pastes (CE + weighted BCE); anomaly = sigmoid(anomaly logit)"
@@ -259,7 +260,7 @@ class DualHead(Method):
         )  # fmt: skip
         loop = Loop(
             recipe, ctx.device, paste_streams(seed), augmentation=cfg, progress=ctx.progress,
-            desc="reward-tune dual-head (anomaly-ap)",
+            desc="reward-tune dual-head (anomaly-ap)", processes=self.loop_processes(ctx),
         )  # fmt: skip
         self.model.to(ctx.device).train()
         self.train_log = loop.run(self.model.parameters(), train, supervision)
@@ -289,7 +290,7 @@ class DualHead(Method):
         streams = paste_streams(ctx.seed)
         loop = Loop(
             Recipe.of(cfg), ctx.device, streams, augmentation=cfg, desc="fit dual-head",
-            progress=ctx.progress,
+            progress=ctx.progress, processes=self.loop_processes(ctx),
         )  # fmt: skip
         self.train_log = loop.run(self.model.parameters(), train, objective)
         self.model.eval()

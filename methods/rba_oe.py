@@ -116,6 +116,7 @@ class RbAOE(PosthocMethod):
     summary = "RbA on class/mask heads fine-tuned with RbA's outlier loss on OE pastes"
     Config: ClassVar[type] = RbAOEConfig
     needs_fit = True
+    data_parallel: ClassVar[bool] = True
     preset_values: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"steps": 60, "crop": (96, 96)}}
 
     def __init__(self, config: Any | None = None, segmenter: torch.nn.Module | None = None) -> None:
@@ -138,6 +139,7 @@ class RbAOE(PosthocMethod):
             loop = Loop(
                 Recipe.of(self.config), ctx.device, Streams.seeded(ctx.seed),
                 augmentation=self.config, desc=f"fit {self.name}", progress=ctx.progress,
+                processes=self.loop_processes(ctx),
             )  # fmt: skip
             self.train_log = loop.run(
                 self.heads.parameters(), train, OutlierObjective(self, source)

@@ -8,13 +8,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from dataset_fixtures import TinySplit
+from dataset_fixtures import ListSplit, TinySplit, scene
 
 from owsbench.cli import main
+from owsbench.datasets.base import Frame
+from owsbench.datasets.objects import outlier_exposure_source
 from owsbench.errors import BadInput
+from owsbench.methods.anomaly_head import AnomalyHeadStats
 from owsbench.methods.base import FitContext
+from owsbench.methods.dual_head import DualHead
+from owsbench.methods.rba_oe import RbAOE
 from owsbench.results import read_rows
 from owsbench.segmenters.erfnet import ERFNetConfig, ERFNetSegmenter
+from owsbench.segmenters.smp_models import SegmenterConfig, SmpSegmenter
 from owsbench.training.batches import Batch
 from owsbench.training.loop import Loop, Recipe, Streams
 from owsbench.training.segmenter_loop import run_supervised
@@ -87,3 +93,39 @@ def test_a_batch_that_does_not_split_over_the_processes_is_bad_input():
     recipe = Recipe(steps=1, batch_size=5, lr=0.1, weight_decay=0.0)
     with pytest.raises(BadInput, match="does not split over 2 processes"):
         Loop(recipe, torch.device("cpu"), Streams.seeded(0), processes=2)
+
+
+def head_fits(processes: int) -> AnomalyHeadStats:
+    """A stats-only anomaly head fitted for 2 steps of batch 4 over a frozen segmenter."""
+    torch.manual_seed(0)
+    segmenter = SmpSegmenter(SegmenterConfig(), num_classes=19).eval()
+    config = AnomalyHeadStats.Config(steps=2, batch_size=4, crop=(64, 64), paste_probability=1.0)
+    method = AnomalyHeadStats(config, segmenter=segmenter)
+    frames = ListSplit([Frame(f"f{s}", *scene(s)) for s in range(4)])
+    context = FitContext(0, torch.device("cpu"), None, progress=False, processes=processes,
+                         outlier_source=outlier_exposure_source())  # fmt: skip
+    method.fit(frames, context)
+    return method
+
+
+def test_a_data_parallel_method_trains_on_two_processes_and_counts_the_global_batch():
+    single, double = head_fits(1), head_fits(2)
+    assert AnomalyHeadStats.data_parallel and DualHead.data_parallel and RbAOE.data_parallel
+    assert len(double.train_log.loss) == 2 and all(np.isfinite(double.train_log.loss))
+    assert double.fit_report["oe_anomaly_pixel_fraction"] > 0  # pastes of both slices counted
+    assert double.fit_report["oe_anomaly_pixel_fraction"] == pytest.approx(
+        single.fit_report["oe_anomaly_pixel_fraction"], rel=1e-12
+    )
+    torch.manual_seed(0)  # the fit's seed: the head as it was before training
+    initial = double.build_head(None).state_dict()
+    trained = double.head.state_dict()
+    assert any(not torch.equal(initial[k], trained[k]) for k in initial)
+    assert all(torch.isfinite(v).all() for v in trained.values() if v.is_floating_point())
+    assert double.loop_processes(FitContext(0, torch.device("cpu"), None, processes=2)) == 2
+
+
+def test_a_method_with_cross_batch_statistics_trains_on_one_process():
+    from owsbench.methods.contmav import ContMAV
+
+    assert not ContMAV.data_parallel
+    assert ContMAV().loop_processes(FitContext(0, torch.device("cpu"), None, processes=4)) == 1

@@ -14,10 +14,11 @@ with DDP's default of broadcasting rank 0's buffers). Rank 0 logs (each loss ter
 the ranks), validates, checkpoints and keeps the trained model; a worker leaves with
 ``os._exit`` after the last step, and rank 0 raises when one failed.
 
-A forked worker runs its torch ops on one thread: the parent's OpenMP thread pool does not
-survive ``fork``, and a worker that enters a parallel region with it hangs (what
-``torch.utils.data.DataLoader`` workers do too). Multi-process training runs on CPU (gloo). Forking a process that has initialised CUDA is not
-safe, so on a GPU it is refused (``BadInput``) rather than run wrongly.
+A forked worker runs its torch ops on one thread (``torch.utils.data.DataLoader`` workers do the
+same): the parent's OpenMP thread pool does not survive ``fork``, and a worker that enters a
+parallel region with it hangs. Multi-process training runs on CPU (gloo). Forking a process that
+has initialised CUDA is not safe, so on a GPU it is refused (``BadInput``) rather than run
+wrongly.
 
 Source: PyTorch, "Getting started with distributed data parallel" and
 ``torch.nn.parallel.DistributedDataParallel`` (gradient averaging over ranks).
