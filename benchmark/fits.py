@@ -33,7 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -87,14 +87,37 @@ class Fit:
     parent: Fit | None = None  # the fit this one continued from (a reward-tuned fit's MLE fit)
 
 
+class Tasks(Protocol):
+    """The tasks of one job that fit together (``owsbench.training.distributed.Group``)."""
+
+    rank: int
+    size: int
+
+    def broadcast(self, value: object) -> object: ...
+
+
+_TASKS: ContextVar[Tasks | None] = ContextVar("owsbench_fit_tasks", default=None)
+
+
+def fit_with_tasks(tasks: Tasks | None) -> None:
+    """Make every :class:`FitCache` of this process (made from now on) fit with ``tasks``."""
+    _TASKS.set(tasks)
+
+
 class FitCache:
     """The fits under ``<cache_dir>/fits`` (see the module docstring). ``checkpoint_every``:
     steps between the checkpoints of the loops of its fits, unless a loop's recipe sets its own
-    (None: the loop's default, :class:`owsbench.training.loop.Recipe`; 0: none)."""
+    (None: the loop's default, :class:`owsbench.training.loop.Recipe`; 0: none). ``tasks``:
+    the job's tasks when this process is one of several that make each fit together (srun
+    tasks of ``--procs-per-job``; default: those of :func:`fit_with_tasks`): see
+    :meth:`load_or_fit_together`."""
 
-    def __init__(self, cache_dir: Path, checkpoint_every: int | None = None) -> None:
+    def __init__(
+        self, cache_dir: Path, checkpoint_every: int | None = None, tasks: Tasks | None = None
+    ) -> None:
         self.root = Path(cache_dir) / "fits"
         self.checkpoint_every = checkpoint_every
+        self.tasks = tasks if tasks is not None else _TASKS.get()
 
     def paths(self, kind: str, recipe: dict[str, Any]) -> tuple[Path, Path]:
         stem = fit_stem(kind, recipe)
@@ -115,6 +138,8 @@ class FitCache:
         that needs the same fit waits for it and then loads it instead of fitting it again."""
         from filelock import FileLock
 
+        if self.tasks is not None and self.tasks.size > 1:
+            return self.load_or_fit_together(kind, recipe, fit, self.tasks)
         state_path, meta_path = self.paths(kind, recipe)
         cached = self.cached(state_path, meta_path)
         if cached is not None:
@@ -123,6 +148,52 @@ class FitCache:
         with FileLock(state_path.with_suffix(".lock")):
             cached = self.cached(state_path, meta_path)  # fitted while this one waited
             return cached if cached is not None else self.fit_and_store(kind, recipe, fit)
+
+    def load_or_fit_together(
+        self,
+        kind: str,
+        recipe: dict[str, Any],
+        fit: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
+        tasks: Tasks,
+    ) -> Fit:
+        """:meth:`load_or_fit` by all tasks of a job at once, in the same order. Task 0 takes
+        the lock, finds the fit or not, and tells the others; when it is not cached, every task
+        runs ``fit()`` (its data-parallel loops train together; a loop that is not
+        data-parallel runs on each task alike), task 0 stores the result and, once it is
+        stored, the others load it, so every task goes on with task 0's state. Only task 0
+        writes to the cache."""
+        from filelock import FileLock
+
+        state_path, meta_path = self.paths(kind, recipe)
+        if tasks.rank == 0:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with FileLock(state_path.with_suffix(".lock")):
+                cached = self.cached(state_path, meta_path)
+                tasks.broadcast(cached is not None)
+                made = cached if cached is not None else self.fit_and_store(kind, recipe, fit)
+            if cached is None:
+                tasks.broadcast(True)  # stored
+            return made
+        found = tasks.broadcast(None)
+        if not found:
+            self.run_fit(state_path.stem, fit)
+            tasks.broadcast(None)  # task 0 has stored it
+        stored = self.load(state_path, meta_path)
+        if stored is None:
+            raise RuntimeError(f"task {tasks.rank}: task 0's fit {state_path} is unreadable")
+        return replace(stored, cached=found)
+
+    def run_fit(
+        self, stem: str, fit: Callable[[], tuple[dict[str, Any], dict[str, Any]]]
+    ) -> tuple[dict[str, Any], dict[str, Any], ResumeSlot]:
+        """``fit()`` with its loops' checkpoints under ``resume/<stem>/``; its result and slot."""
+        slot = ResumeSlot(self.root / RESUME_DIR / stem, self.checkpoint_every)
+        token = _RESUMING.set(slot)
+        try:
+            state, extra = fit()
+        finally:
+            _RESUMING.reset(token)
+        return state, extra, slot
 
     def cached(self, state_path: Path, meta_path: Path) -> Fit | None:
         """The verified cached fit, None when there is none (or it was corrupt)."""
@@ -141,12 +212,7 @@ class FitCache:
 
         state_path, meta_path = self.paths(kind, recipe)
         start = time.perf_counter()
-        slot = ResumeSlot(self.root / RESUME_DIR / state_path.stem, self.checkpoint_every)
-        token = _RESUMING.set(slot)
-        try:
-            state, extra = fit()
-        finally:
-            _RESUMING.reset(token)
+        state, extra, slot = self.run_fit(state_path.stem, fit)
         seconds = time.perf_counter() - start
         buffer = io.BytesIO()
         torch.save(state, buffer)

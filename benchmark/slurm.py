@@ -141,7 +141,8 @@ class SlurmExecutor:
         """One array of tasks, one per job, recorded in (and saved with) ``index``."""
         if not jobs:
             return []
-        executor = self.executor(stage, after)
+        procs = jobs[0].settings.procs_per_job  # a run's setting: the same for all its jobs
+        executor = self.executor(stage, after, procs)
         count = len(jobs)
         try:
             tasks = executor.map_array(
@@ -149,7 +150,7 @@ class SlurmExecutor:
                 [job.to_json() for job in jobs],
                 [str(self.out.absolute())] * count,
                 [stage == "fit"] * count,
-                [self.options.cpus_per_job] * count,
+                [task_cpus(self.options, procs)] * count,
             )
         except (OSError, RuntimeError) as err:  # sbatch refused: no config, bad partition, ...
             message = str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
@@ -161,19 +162,21 @@ class SlurmExecutor:
         index.save()
         return records
 
-    def executor(self, stage: str, after: str | None) -> Any:
-        """A submitit executor with the tasks' resources; logs in ``OUT/slurm/logs/<id>/``."""
+    def executor(self, stage: str, after: str | None, procs: int = 1) -> Any:
+        """A submitit executor with the jobs' resources (``procs`` srun tasks per job, the
+        job's CPUs shared among them); logs in ``OUT/slurm/logs/<id>/``."""
         import submitit
 
         folder = self.out.absolute() / "slurm" / "logs" / "%j"
         executor = submitit.AutoExecutor(folder=folder, cluster=self.cluster)
-        options = self.options
+        options, cpus = self.options, task_cpus(self.options, procs)
         parameters: dict[str, Any] = {
             "name": f"owsbench-{stage}",
             "timeout_min": options.time,
-            "cpus_per_task": options.cpus_per_job,
+            "tasks_per_node": procs,
+            "cpus_per_task": cpus,
             "mem_gb": options.mem_per_job,
-            "slurm_setup": [f"export OMP_NUM_THREADS={options.cpus_per_job}"],
+            "slurm_setup": [f"export OMP_NUM_THREADS={cpus}"],
         }
         if options.gpus_per_job:
             parameters["gpus_per_node"] = options.gpus_per_job
@@ -205,6 +208,11 @@ class SlurmExecutor:
                     return
                 time.sleep(self.poll_s)
                 records = mine()
+
+
+def task_cpus(options: SlurmOptions, procs: int) -> int:
+    """CPUs (and torch threads) of each of a job's ``procs`` tasks: its share of the job's."""
+    return max(1, options.cpus_per_job // procs)
 
 
 def record(job: Job, task: Any, stage: str, cluster: str) -> TaskRecord:

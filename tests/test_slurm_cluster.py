@@ -1,7 +1,8 @@
 """`--launcher slurm` on a real single-node SLURM cluster (`scripts/slurm-local.sh start`, which
 installs slurm-wlm and munge with apt when missing): the rows equal a local run's, `owsbench
-status` lists the tasks, and a failing job (a test method told to fail) leaves the other rows,
-after which a rerun submits only that job. Skipped, with the failing command and its output,
+status` lists the tasks, `--procs-per-job 2` runs each job as two srun tasks that train
+together, and a failing job (a test method told to fail) leaves the other rows, after which a
+rerun submits only that job. Skipped, with the failing command and its output,
 where the machine cannot run the cluster. About a minute on two cores (5-step segmenter fits).
 """
 
@@ -89,6 +90,29 @@ def test_slurm_rows_equal_local_rows_and_status_lists_the_tasks(cluster, roots):
     status = owsbench("status", str(base / "slurm"))
     assert status.returncode == 0 and "0 failed" in status.stdout and "done" in status.stdout
     assert "msp on synthstreets seed 0" in status.stdout
+
+
+def test_procs_per_job_runs_as_srun_tasks_with_the_rows_of_forked_processes(cluster, tmp_path):
+    """Two srun tasks of one job train the segmenter together (task 0 writes): the rows equal
+    those of a local run whose fit forks its second process."""
+    (tmp_path / "tiny.yaml").write_text("segmenter: {steps: 4, batch_size: 4}\n"
+                                        "slurm: {mem_per_job: 1}\n")  # fmt: skip
+    common = ["--preset", "quick", "--methods", "msp", "--datasets", "synthstreets",
+              "--config", str(tmp_path / "tiny.yaml"), "--data-root", str(tmp_path / "data"),
+              "--no-progress", "--procs-per-job", "2"]  # fmt: skip
+    local = owsbench("run", *common, "--out", str(tmp_path / "local"), "--cache-dir",
+                     str(tmp_path / "cache-local"))  # fmt: skip
+    assert local.returncode == 0, local.stderr[-2000:]
+    slurm = owsbench("run", *common, "--out", str(tmp_path / "slurm"), "--launcher", "slurm",
+                     "--cache-dir", str(tmp_path / "cache"), "--cpus-per-job", "2")  # fmt: skip
+    assert slurm.returncode == 0, slurm.stderr[-2000:]
+    assert metrics(tmp_path / "slurm") == metrics(tmp_path / "local") != {}
+    (submitted,) = (tmp_path / "slurm" / "slurm" / "logs").rglob("*_submission.sh")
+    logs = submitted.parent
+    assert sorted(p.name.split("_")[1] for p in logs.glob("*_result.pkl")) == ["0", "1"]
+    script_text = submitted.read_text()
+    assert "--ntasks-per-node=2" in script_text and "--cpus-per-task=1" in script_text
+    assert len(list((tmp_path / "cache" / "fits").glob("*.pt"))) == 1  # task 0 stored it
 
 
 def test_evaluations_start_after_the_shared_fit_by_dependency(cluster, tmp_path):

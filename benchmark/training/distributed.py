@@ -20,6 +20,14 @@ parallel region with it hangs. Multi-process training runs on CPU (gloo). Forkin
 has initialised CUDA is not safe, so on a GPU it is refused (``BadInput``) rather than run
 wrongly.
 
+Under SLURM (``--launcher slurm --procs-per-job N``) the ranks are the job's N ``srun`` tasks
+instead, each a fresh process (so CUDA is safe: task ``r`` uses its node's GPU ``local_rank``
+and the group is NCCL; gloo on CPU): :func:`join_tasks` joins them once per job (rendezvous at
+``tcp://<first node>:<port>``), every loop with ``processes`` = N then runs on that group
+(:func:`start_group` returns it instead of forking) and it outlives the loops. Task 0 runs the
+job; the others run its fits only (``owsbench.worker``), and the fit cache lets task 0 decide
+and store each fit (:meth:`owsbench.fits.FitCache.load_or_fit`, :meth:`Group.broadcast`).
+
 Source: PyTorch, "Getting started with distributed data parallel" and
 ``torch.nn.parallel.DistributedDataParallel`` (gradient averaging over ranks).
 """
@@ -32,6 +40,7 @@ import shutil
 import signal
 import tempfile
 import traceback
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -52,6 +61,7 @@ class Group:
     size: int
     workers: tuple[int, ...] = ()  # rank 0: the worker processes' pids
     folder: Path | None = None  # rank 0: the rendezvous folder
+    tasks: bool = False  # the group of a job's srun tasks (join_tasks): it outlives the loop
 
     @property
     def is_worker(self) -> bool:
@@ -89,10 +99,18 @@ class Group:
         dist.all_reduce(values)
         return dict(zip(names, values / self.size, strict=True))
 
+    def broadcast(self, value: object) -> object:
+        """Rank 0's ``value``, on every rank (picklable; the others pass anything)."""
+        values = [value]
+        dist.broadcast_object_list(values, src=0)
+        return values[0]
+
     def finish(self, failed: bool) -> None:
         """A worker leaves the process (status 1 when it ``failed``); rank 0 ends the workers
         when it failed itself (they would wait for it), else waits for them and raises when one
-        failed."""
+        failed. A task group (``tasks``) stays for the job's next loop."""
+        if self.tasks:
+            return
         if self.is_worker:
             os._exit(1 if failed else 0)
         dist.destroy_process_group()
@@ -105,9 +123,49 @@ class Group:
             raise RuntimeError(f"{sum(1 for s in statuses if s)} training worker(s) failed")
 
 
+_TASKS: ContextVar[Group | None] = ContextVar("owsbench_tasks", default=None)
+
+
+def join_tasks(rank: int, size: int, address: str, device: torch.device) -> Group:
+    """Join this process, task ``rank`` of a job's ``size`` tasks, to their process group
+    (NCCL on CUDA, else gloo; rendezvous at ``tcp://<address>``, ``host:port``); the loops of
+    this process then train on it (:func:`start_group`) until :func:`leave_tasks`."""
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend, init_method=f"tcp://{address}", rank=rank, world_size=size, timeout=TIMEOUT
+    )
+    group = Group(rank, size, tasks=True)
+    _TASKS.set(group)
+    return group
+
+
+def task_group() -> Group | None:
+    """The group :func:`join_tasks` joined, None outside one."""
+    return _TASKS.get()
+
+
+def leads(group: Group | None) -> bool:
+    """Whether this process logs, validates and checkpoints a loop run on ``group`` (None: on
+    this process alone): rank 0 of the loop's group and of the job's tasks."""
+    tasks = task_group()
+    return (group is None or not group.is_worker) and (tasks is None or not tasks.is_worker)
+
+
+def leave_tasks() -> None:
+    """Leave the task group (if any)."""
+    if _TASKS.get() is not None:
+        dist.destroy_process_group()
+        _TASKS.set(None)
+
+
 def start_group(processes: int, device: torch.device) -> Group:
-    """Fork ``processes - 1`` workers and join all in a gloo group; return this process's
-    place (rank 0 in the caller, rank ``r`` in worker ``r``)."""
+    """The group of the job's tasks when this process joined one (``BadInput`` unless it has
+    ``processes`` ranks); else fork ``processes - 1`` workers and join all in a gloo group.
+    Returns this process's place (rank 0 in the caller, rank ``r`` in worker ``r``)."""
+    if (tasks := task_group()) is not None:
+        if tasks.size != processes:
+            raise BadInput(f"a loop on {processes} processes in a job of {tasks.size} tasks")
+        return tasks
     if device.type != "cpu":
         raise BadInput(f"multi-process training runs on CPU only (got {device})")
     if dist.is_initialized():

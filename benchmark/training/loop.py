@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from owsbench.errors import BadInput
 from owsbench.fits import next_loop_checkpoint
 from owsbench.training.batches import AugmentConfig, Batch, FrameOrder, augment
-from owsbench.training.distributed import Group, start_group
+from owsbench.training.distributed import Group, leads, start_group
 from owsbench.training.log import TrainLog
 from owsbench.training.resume import (
     Resumable,
@@ -242,7 +242,7 @@ class Loop:
         self.log = TrainLog()
         for hook in self.hooks:
             hook.before(self)
-        steps, lead = self.recipe.steps, group is None or not group.is_worker
+        steps, lead = self.recipe.steps, leads(group)
         order = self.sampler(len(source), steps, self.recipe.batch_size, self.streams.order)
         checkpoint = LoopCheckpoint.of(self, every, optimizer, order, [supervision, *self.hooks])
         start = checkpoint.resume() if checkpoint is not None else 0
