@@ -208,7 +208,8 @@ def list_cmd(what: str) -> None:
     default=1,
     show_default=True,
     help="Train each segmenter fit, and the fits of methods that declare data_parallel, "
-    "data-parallel on N processes (CPU, gloo).",
+    "data-parallel on N processes: forked, CPU only (gloo); with --launcher slurm, N srun "
+    "tasks per job (gloo, or NCCL on GPUs).",
 )
 @click.option(
     "--write-jobs",
