@@ -8,11 +8,11 @@ staged=runs/staged``) and prints, as Markdown:
 2. the paired per-seed comparisons of the research questions, under each recipe: a variant
    against its baseline (``contmav-trufor``, ``-focal``, ``-focal-dice``, ``-infonce`` against
    ``contmav``; ``-infonce-synco`` against ``contmav-infonce``, the SynCo question), on the
-   seeds both have: the per-seed differences of AP (points), their mean and sample std, and a
-   verdict, and the mean +- std of the mIoU differences. The verdict rule, fixed before looking at the numbers: with at least 3 paired seeds,
-   *improves* (or *hurts*) when every seed's difference has the same sign and the mean
-   difference is more than twice its standard error (std / sqrt(n)); else *cannot be told apart*.
-   Fewer than 3 seeds: *too few seeds*.
+   seeds both have: the per-seed differences of AP (points), their mean and sample std, a
+   verdict, and the mean +- std of the mIoU differences. The verdict rule, fixed before looking
+   at the numbers: with at least 3 paired seeds, *improves* (or *hurts*) when every seed's
+   difference has the same sign and the mean difference is more than twice its standard error
+   (std / sqrt(n)); else *cannot be told apart*. Fewer than 3 seeds: *too few seeds*.
 
     python scripts/contmav_family_table.py --run official=DIR --run staged=DIR [--split val]
 """
