@@ -246,10 +246,9 @@ class AnomalyMetric:
         work = _Work(min(s.size, size))
         starts = range(0, s.size, size)
         for done, start in enumerate(starts):
-            bits, labels_u8 = _score_bits(s[start : start + size], work), None
+            piece = slice(start, start + size)
             try:
-                labels_u8 = _uint8_labels(y[start : start + size], work)
-                self._add_piece(bits, labels_u8, 1)
+                self._add_piece(_score_bits(s[piece], work), _uint8_labels(y[piece], work), 1)
             except ValueError:
                 for undo in starts[:done]:
                     piece = slice(undo, undo + size)
@@ -280,22 +279,22 @@ class AnomalyMetric:
         labels; :func:`owsbench.metrics.pixel_kernels.add_counts`), allocating the blocks it
         reaches; on a NaN score or a bad label the piece's counts are taken back and
         ValueError raised."""
-        from owsbench.metrics import pixel_kernels as kernels
+        from owsbench.metrics.pixel_kernels import NAN_SCORE, NEW_BLOCK, OK, add_counts, block_of
 
         start = 0
         while True:
-            code, stop = kernels.add_counts(
+            code, stop = add_counts(
                 bits, labels, self._offset, self._flat, self._shift, delta, start
             )
-            if code != kernels.NEW_BLOCK:
+            if code != NEW_BLOCK:
                 break
-            self._allocate(np.array([kernels.block_of(bits[stop])]))
+            self._allocate(np.array([block_of(bits[stop])]))
             start = stop
-        if code == kernels.OK:
+        if code == OK:
             return
-        kernels.add_counts(bits[:stop], labels[:stop], self._offset, self._flat, self._shift,
+        add_counts(bits[:stop], labels[:stop], self._offset, self._flat, self._shift,
                            -delta, 0)  # fmt: skip
-        raise ValueError("scores contain NaN" if code == kernels.NAN_SCORE else LABEL_ERROR)
+        raise ValueError("scores contain NaN" if code == NAN_SCORE else LABEL_ERROR)
 
     # --------------------------------------------------------------------------- compute
 
