@@ -59,9 +59,13 @@ def run_task(job_json: str, out: str, fit_only: bool, threads: int) -> int:
 
 def join_job_tasks(device_name: str) -> Any:
     """The process group of this SLURM job's tasks (``owsbench.training.distributed.Group``),
-    None when the job has one task. Rendezvous on the job's first node, at a port derived from
-    the job id (the same for all its tasks, and for a requeued attempt)."""
-    env = submitit.JobEnvironment()
+    None when the job has one task (or none: a call outside submitit). Rendezvous on the job's
+    first node, at a port derived from the job id (the same for all its tasks, and for a
+    requeued attempt)."""
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job (a direct call): one task
+        return None
     if env.num_tasks <= 1:
         return None
     import torch
