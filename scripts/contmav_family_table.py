@@ -89,10 +89,9 @@ def verdict(differences: list[float]) -> str:
 
 def paired_table(runs: dict[str, Table], split: str) -> list[str]:
     """Markdown lines of table 2 (AP differences in points on ``split``)."""
-    lines = [
-        f"| recipe | question | variant - baseline, {split} AP per seed | mean ± std | verdict |"
-    ]
-    lines.append("|---|---|---|---|---|")
+    head = f"variant - baseline, {split} AP per seed"
+    lines = [f"| recipe | question | {head} | mean ± std | verdict | {split} mIoU diff |"]
+    lines.append("|---|---|---|---|---|---|")
     for recipe, rows in runs.items():
         for question, variant, baseline in QUESTIONS:
             a, b = rows.get((variant, split), {}), rows.get((baseline, split), {})
