@@ -20,9 +20,12 @@ from __future__ import annotations
 import os
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import submitit
+
+if TYPE_CHECKING:
+    from owsbench.training.distributed import Group
 
 PORTS = (20000, 40000)  # the range of the task groups' rendezvous ports
 
@@ -57,7 +60,7 @@ def run_task(job_json: str, out: str, fit_only: bool, threads: int) -> int:
     return len(rows)
 
 
-def join_job_tasks(device_name: str) -> Any:
+def join_job_tasks(device_name: str) -> Group | None:
     """The process group of this SLURM job's tasks (``owsbench.training.distributed.Group``),
     None when the job has one task (or none: a call outside submitit). Rendezvous on the job's
     first node, at a port derived from the job id (the same for all its tasks, and for a

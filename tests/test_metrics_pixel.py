@@ -360,3 +360,15 @@ def test_best_f1_ties_and_undefined() -> None:
     no_pos = AnomalyMetric()
     no_pos.update(np.arange(3.0), np.zeros(3, np.uint8))
     assert all(math.isnan(v) for v in no_pos.best_f1())
+
+
+def test_the_kernel_splits_keys_into_the_metrics_blocks() -> None:
+    """The compiled kernel and the metric agree on the block bits (a key's top 9), and the
+    kernel's block of a float equals the numpy key's top bits."""
+    from owsbench.metrics import pixel, pixel_kernels
+
+    assert pixel_kernels.BLOCK_BITS == pixel._BLOCK_BITS
+    values = np.array([-np.inf, -3.5, -0.0, 0.0, 1e-30, 0.75, 2.0, np.inf], np.float32)
+    keys = pixel.float_to_key(values)
+    blocks = [pixel_kernels.block_of(b) for b in values.view(np.uint32)]
+    assert blocks == [int(k) >> (32 - pixel._BLOCK_BITS) for k in keys]

@@ -292,8 +292,7 @@ class AnomalyMetric:
             start = stop
         if code == OK:
             return
-        add_counts(bits[:stop], labels[:stop], self._offset, self._flat, self._shift,
-                           -delta, 0)  # fmt: skip
+        add_counts(bits[:stop], labels[:stop], self._offset, self._flat, self._shift, -delta, 0)
         raise ValueError("scores contain NaN" if code == NAN_SCORE else LABEL_ERROR)
 
     # --------------------------------------------------------------------------- compute

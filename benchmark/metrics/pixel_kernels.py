@@ -18,6 +18,8 @@ import numba
 import numpy as np
 
 OK, NEW_BLOCK, NAN_SCORE, BAD_LABEL = 0, 1, 2, 3  # add_counts' codes
+BLOCK_BITS = 9  # a key's sign + exponent bits, which select its block (pixel._BLOCK_BITS)
+BLOCK_SHIFT = np.uint32(32 - BLOCK_BITS)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -33,7 +35,7 @@ def score_key(bits: np.uint32) -> np.uint32:
 @numba.njit(cache=True, nogil=True)
 def block_of(bits: np.uint32) -> int:
     """The (sign, exponent) block of a float32's bit pattern: its key's top 9 bits."""
-    return int(score_key(bits) >> np.uint32(23))
+    return int(score_key(bits) >> BLOCK_SHIFT)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -49,7 +51,7 @@ def add_counts(
     """``flat[offset[block] + 2 * bin_in_block + label] += delta`` for the non-void pixels from
     ``start`` on (``shift`` = 32 - bits); ``(code, index)``: ``(OK, size)``, or the code and
     index of the pixel it stopped at (``NEW_BLOCK``, ``NAN_SCORE``, ``BAD_LABEL``)."""
-    mask = np.uint32((1 << (32 - shift - 9)) - 1)
+    mask = np.uint32((1 << (32 - shift - BLOCK_BITS)) - 1)
     for i in range(start, bits.size):
         label = labels[i]
         if label == 255:
@@ -59,7 +61,7 @@ def add_counts(
         if (bits[i] & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
             return NAN_SCORE, i
         key = score_key(bits[i])
-        base = offset[key >> np.uint32(23)]
+        base = offset[key >> BLOCK_SHIFT]
         if base < 0:
             return NEW_BLOCK, i
         flat[base + 2 * ((key >> np.uint32(shift)) & mask) + label] += delta
