@@ -10,12 +10,17 @@ decode cost is that of a real adapter. Prints one JSON object:
 
 ``pipeline_fps`` is the whole evaluation (``owsbench.evaluate.evaluate_split`` over the frames on
 disk with five post-hoc scores, the pixel anomaly metric and the semantic metric);
-``forward_fps`` the same model's forward alone on the same (already decoded) inputs;
-``overhead_ms_per_frame`` = ``1000 / pipeline_fps - 1000 / forward_fps``. ``split_ms`` are the
-stages run one after the other in this process, per frame (medians over ``--repeats`` runs, each
-after a warm-up run). ``--model null`` replaces the network with one that returns precomputed
-logits (smooth random logits, a different map per frame), which isolates the harness overhead;
-``--model deeplabv3plus`` is DeepLabV3+-ResNet18 (random init).
+``forward_fps`` the same model's forward alone on the same (already decoded) inputs, under the
+same ``--precision`` autocast; ``overhead_ms_per_frame`` = ``1000 / pipeline_fps - 1000 /
+forward_fps``. ``split_ms`` are the stages run one after the other in this process, per frame,
+each timed between device synchronisations (medians over ``--repeats`` runs, each after a
+warm-up run). ``--passes K`` lists the frames K times for the pipeline (each read decoded anew),
+so start-up costs such as the loader's worker processes are spread over more frames.
+``--model null`` replaces the network with one that returns precomputed logits (smooth random
+logits, a different map per frame), which isolates the harness overhead; ``--model
+deeplabv3plus`` is DeepLabV3+-ResNet18 (random init); ``--model eomt --segmenter-preset paper``
+is EoMT-L (ViT-L/16, 1024x1024 sliding windows). ``peak_memory_mib`` is the CUDA
+allocator's peak over the whole script (null on a CPU).
 
     OMP_NUM_THREADS=2 .venv/bin/python scripts/bench_eval.py --model null --workers 2
 """
@@ -23,6 +28,7 @@ logits (smooth random logits, a different map per frame), which isolates the har
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
@@ -42,6 +48,7 @@ from owsbench.methods.base import image_batch
 from owsbench.methods.posthoc import MSP, Energy, Entropy, MaxLogit
 from owsbench.methods.sml import SML, SMLStatistics
 from owsbench.metrics import ObjectCompleteness, SemanticMetric
+from owsbench.precision import inference_autocast
 from owsbench.segmenters.base import SegmenterOutput
 
 NUM_CLASSES = len(CITYSCAPES_TRAINID_NAMES)
@@ -56,16 +63,17 @@ class BenchFrames(FileDataset):
     splits: ClassVar[tuple[str, ...]] = ("val",)
     eval_splits: ClassVar[tuple[str, ...]] = ("val",)
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, passes: int = 1) -> None:
         super().__init__(root.parent)
-        self.folder = root
+        self.folder, self.passes = root, passes
 
     def list_files(self, split: str) -> list[FrameFiles]:
+        """The frames on disk, listed ``passes`` times (each listing decoded anew)."""
         return [
             FrameFiles(p.name[:4], p, p.with_name(p.name[:4] + "_semantic.png"),
                        p.with_name(p.name[:4] + "_anomaly.png"))
             for p in sorted(self.folder.glob("*_image.png"))
-        ]  # fmt: skip
+        ] * self.passes  # fmt: skip
 
 
 def smooth_field(rng: np.random.Generator, channels: int, size: tuple[int, int]) -> torch.Tensor:
@@ -100,7 +108,9 @@ class NullSegmenter(torch.nn.Module):
         return SegmenterOutput(logits=logits.expand(images.shape[0], -1, -1, -1))
 
 
-def build_model(name: str, size: tuple[int, int], frames: int, device: torch.device):
+def build_model(name: str, size: tuple[int, int], frames: int, device: torch.device, preset: str):
+    """The null model, or segmenter ``name`` (random init) with its ``preset_values[preset]``
+    (e.g. ``eomt`` at ``paper``: ViT-L/16, 1024x1024 windows)."""
     if name == "null":
         rng = np.random.default_rng(1)
         return NullSegmenter(
@@ -109,7 +119,8 @@ def build_model(name: str, size: tuple[int, int], frames: int, device: torch.dev
     from owsbench.catalog import SEGMENTERS
 
     cls = SEGMENTERS.get(name)
-    return cls(cls.Config(), NUM_CLASSES).to(device).eval()
+    config = cls.Config(**cls.preset_values.get(preset, {}))
+    return cls(config, NUM_CLASSES).to(device).eval()
 
 
 def build_group(model: torch.nn.Module, images: list[torch.Tensor]) -> PosthocGroup:
@@ -124,8 +135,10 @@ def build_group(model: torch.nn.Module, images: list[torch.Tensor]) -> PosthocGr
     return PosthocGroup(model, {**{k: m for k, m in methods.items()}, "sml": sml})
 
 
-def stage_times(split, group: PosthocGroup, device: torch.device) -> dict[str, float]:
-    """Seconds per frame of each stage, run one after the other (one pass over the frames)."""
+def stage_times(split, group: PosthocGroup, device: torch.device, precision: str) -> dict:
+    """Seconds per frame of each stage, run one after the other (one pass over the frames);
+    ``scores`` is the synchronised time of the group's forward (segmenter and five scores) less
+    that of the segmenter alone."""
     seconds = dict.fromkeys(("decode", "forward", "scores", "metrics"), 0.0)
     semantic = SemanticStates(SemanticMetric(NUM_CLASSES), ObjectCompleteness(NUM_CLASSES))
     from owsbench.evaluate import SplitResult
@@ -136,19 +149,30 @@ def stage_times(split, group: PosthocGroup, device: torch.device) -> dict[str, f
         frame = split[i]
         seconds["decode"] += time.perf_counter() - start
         images = image_batch([frame.image], device)
+        sync(device)
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), inference_autocast(device, precision):
             group.segmenter(images)
         sync(device)
-        seconds["forward"] += time.perf_counter() - start
-        group.score_seconds = dict.fromkeys(group.methods, 0.0)
-        output = group.forward(images)
+        forward = time.perf_counter() - start
+        seconds["forward"] += forward
+        start = time.perf_counter()
+        with torch.inference_mode():
+            output = group.forward(images, precision)
         sync(device)
-        seconds["scores"] += sum(group.score_seconds.values())
+        seconds["scores"] += time.perf_counter() - start - forward
         start = time.perf_counter()
         measure_frame(output, 0, frame, results, semantic, ())
+        sync(device)
         seconds["metrics"] += time.perf_counter() - start
     return {k: v / len(split) for k, v in seconds.items()}
+
+
+def peak_memory_mib(device: torch.device) -> float | None:
+    """The CUDA allocator's peak since start (None on CPU)."""
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
 
 def sync(device: torch.device) -> None:
@@ -156,10 +180,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def forward_seconds(model: torch.nn.Module, images: list[torch.Tensor], device) -> float:
-    """Seconds of the model's forward alone over the decoded inputs."""
+def forward_seconds(
+    model: torch.nn.Module, images: list[torch.Tensor], device, precision: str
+) -> float:
+    """Seconds of the model's forward alone (under the run's autocast) over the decoded inputs."""
+    sync(device)
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), inference_autocast(device, precision):
         for batch in images:
             model(batch)
     sync(device)
@@ -174,7 +201,7 @@ def pipeline_seconds(group: PosthocGroup, split, device: torch.device, args) -> 
     return seconds
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="null", help="null or a segmenter id")
     parser.add_argument("--frames", type=int, default=6)
@@ -183,31 +210,58 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--passes", type=int, default=1, help="pipeline: read the frames N times")
+    parser.add_argument(
+        "--segmenter-preset", default="default", help="the segmenter's preset_values to apply"
+    )
+    parser.add_argument(
+        "--frames-dir", type=Path, help="keep the frames here and reuse them (same size and count)"
+    )
+    return parser.parse_args()
+
+
+def frames_folder(args: argparse.Namespace, size: tuple[int, int]):
+    """A folder holding ``args.frames`` frames: ``--frames-dir`` (written when it has fewer),
+    else a temporary one."""
+    if args.frames_dir is None:
+        return tempfile.TemporaryDirectory()
+    args.frames_dir.mkdir(parents=True, exist_ok=True)
+    if len(list(args.frames_dir.glob("*_image.png"))) < args.frames:
+        write_frames(args.frames_dir, args.frames, size, seed=0)
+    return contextlib.nullcontext(str(args.frames_dir))
+
+
+def main() -> None:
+    args = parse_args()
     size = tuple(int(v) for v in args.resolution.lower().split("x"))
     device = torch.device(args.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        write_frames(Path(tmp), args.frames, size, seed=0)
+    with frames_folder(args, size) as tmp:
+        if args.frames_dir is None:
+            write_frames(Path(tmp), args.frames, size, seed=0)
         split = BenchFrames(Path(tmp)).split("val")
-        model = build_model(args.model, size, args.frames, device)
+        model = build_model(args.model, size, args.frames, device, args.segmenter_preset)
         images = [image_batch([split[i].image], device) for i in range(len(split))]
         group = build_group(model, images)
         runs: dict[str, list[float]] = {"forward": [], "pipeline": []}
         stages: list[dict[str, float]] = []
         for repeat in range(args.repeats + 1):  # the first run warms up
-            forward = forward_seconds(model, images, device)
-            pipeline = pipeline_seconds(group, split, device, args)
-            stage = stage_times(split, group, device)
+            forward = forward_seconds(model, images, device, args.precision)
+            pipeline = pipeline_seconds(group, BenchFrames(Path(tmp), args.passes).split("val"),
+                                        device, args)  # fmt: skip
+            stage = stage_times(split, group, device, args.precision)
             if repeat:
                 runs["forward"].append(forward)
                 runs["pipeline"].append(pipeline)
                 stages.append(stage)
-    forward_fps = args.frames / statistics.median(runs["forward"])
-    pipeline_fps = args.frames / statistics.median(runs["pipeline"])
+    forward_fps = len(split) / statistics.median(runs["forward"])
+    pipeline_fps = len(split) * args.passes / statistics.median(runs["pipeline"])
     print(json.dumps({
-        "resolution": list(size), "frames": args.frames, "device": str(device),
+        "resolution": list(size), "frames": len(split), "device": str(device),
         "model": args.model, "workers": args.workers, "precision": args.precision,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "passes": args.passes,
+        "segmenter_preset": args.segmenter_preset,
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "peak_memory_mib": peak_memory_mib(device),
         "forward_fps": round(forward_fps, 3), "pipeline_fps": round(pipeline_fps, 3),
         "overhead_ms_per_frame": round(1000 / pipeline_fps - 1000 / forward_fps, 1),
         "split_ms": {k: round(1000 * statistics.median(s[k] for s in stages), 1)

@@ -50,7 +50,8 @@ def main() -> None:
     for meta_path in fits:
         seed = json.loads(meta_path.read_text())["recipe"]["seed"]
         net = ContMAVNet.from_config(ContMAVConfig())
-        net.load_state_dict(torch.load(meta_path.with_suffix(".pt"), weights_only=True))
+        state = torch.load(meta_path.with_suffix(".pt"), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
         for split in results:
             results[split][seed] = score(net.eval(), dataset.split(split))
     for split, by_seed in results.items():

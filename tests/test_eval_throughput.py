@@ -112,13 +112,20 @@ def anomaly_inputs(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return scores.to(dtype), labels
 
 
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA")),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
-def test_torch_counting_equals_numpy_counting(dtype):
+def test_torch_counting_equals_numpy_counting(dtype, device):
     scores, labels = anomaly_inputs(dtype)
     plain, kernel = AnomalyMetric(), AnomalyMetric()
     plain.update(scores.numpy(), labels.numpy())
-    kernel.update_tensor(scores, labels.numpy())
-    kernel.update_tensor(scores[:100].reshape(10, 10), labels[:100].reshape(10, 10))
+    kernel.update_tensor(scores.to(device), labels.numpy())
+    kernel.update_tensor(scores[:100].reshape(10, 10).to(device), labels[:100].reshape(10, 10))
     plain.update(scores[:100].numpy(), labels[:100].numpy())
     a, b = plain.state_dict(), kernel.state_dict()
     assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -144,14 +151,15 @@ def test_torch_counting_refuses_bad_input_and_keeps_counts():
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
-def test_torch_confusion_equals_numpy_confusion():
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_confusion_equals_numpy_confusion(device):
     g = torch.Generator().manual_seed(1)
     pred = torch.randint(-1, 7, (40, 50), generator=g)  # -1 and 5, 6: outside the 5 classes
     label = torch.randint(0, 5, (40, 50), generator=g).to(torch.uint8)
     label[:3] = 255
     plain, kernel = SemanticMetric(5), SemanticMetric(5)
     plain.update(pred.numpy(), label.numpy())
-    kernel.update_tensor(pred, label.numpy())
+    kernel.update_tensor(pred.to(device), label.numpy())
     assert np.array_equal(plain.confusion, kernel.confusion)
     assert plain.compute() == kernel.compute()
     label[5, 5] = 9
