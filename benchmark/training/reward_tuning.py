@@ -48,6 +48,7 @@ def tune_segmenter(
     summary and, with a validation split, the validation mIoU before and after."""
     tuning = RewardConfig(**config.reward_tuning)
     seed = context.seed + TUNING_SEED_OFFSET
+    model.to(context.device)  # before validation and the KL reference copy
     weight = reward_weights(model, train, config, tuning, context)
     supervision = RewardSupervision(model, config, tuning, weight, seed, context.device)
     validation = context.validation if context.validation is not None else ()
@@ -67,7 +68,7 @@ def tune_segmenter(
         desc=f"reward-tune segmenter ({tuning.reward})", progress=context.progress,
         processes=context.processes,
     )  # fmt: skip
-    model.to(context.device).train()
+    model.train()
     log = loop.run(model.parameters(), train, supervision)
     model.eval()
     report.update(summarise(log.scalars))
