@@ -96,7 +96,8 @@ def write_frames(root: Path, frames: int, size: tuple[int, int], seed: int) -> N
 
 
 class NullSegmenter(torch.nn.Module):
-    """Returns precomputed logits in turn (one per call), whatever the input."""
+    """Returns precomputed logits in turn (one per call), whatever the input; they are kept on
+    the model's device, so its "forward" is free of host-to-device copies."""
 
     def __init__(self, logits: list[torch.Tensor]) -> None:
         super().__init__()
@@ -114,7 +115,7 @@ def build_model(name: str, size: tuple[int, int], frames: int, device: torch.dev
     if name == "null":
         rng = np.random.default_rng(1)
         return NullSegmenter(
-            [smooth_field(rng, NUM_CLASSES, size)[None] * 4 for _ in range(frames)]
+            [(smooth_field(rng, NUM_CLASSES, size)[None] * 4).to(device) for _ in range(frames)]
         )
     from owsbench.catalog import SEGMENTERS
 
