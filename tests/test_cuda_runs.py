@@ -1,6 +1,8 @@
-"""End-to-end runs on CUDA (skipped without a GPU): every kind of fit the harness makes, at a
-few steps, on the device. The first GPU run found a reward-tuned segmenter validated on the host
-while its inputs were on the GPU; these runs keep such device mix-ups from coming back."""
+"""End-to-end runs on CUDA (skipped without a GPU): quick runs on the device of a
+reward-tuned and a weakly supervised segmenter, EoMT with its scores, RbA+OE and a head, and the
+trained methods contmav-trufor, dual-head, fre and anomaly-head-stats. The first GPU run found
+a reward-tuned segmenter validated on the host while its inputs were on the GPU; these runs
+keep such device mix-ups from coming back."""
 
 from __future__ import annotations
 
