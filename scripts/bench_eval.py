@@ -33,6 +33,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -221,25 +222,25 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def frames_folder(args: argparse.Namespace, size: tuple[int, int]):
+@contextlib.contextmanager
+def frames_folder(args: argparse.Namespace, size: tuple[int, int]) -> Iterator[Path]:
     """A folder holding ``args.frames`` frames: ``--frames-dir`` (written when it has fewer),
     else a temporary one."""
-    if args.frames_dir is None:
-        return tempfile.TemporaryDirectory()
-    args.frames_dir.mkdir(parents=True, exist_ok=True)
-    if len(list(args.frames_dir.glob("*_image.png"))) < args.frames:
-        write_frames(args.frames_dir, args.frames, size, seed=0)
-    return contextlib.nullcontext(str(args.frames_dir))
+    with contextlib.ExitStack() as stack:
+        folder = args.frames_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        folder.mkdir(parents=True, exist_ok=True)
+        if len(list(folder.glob("*_image.png"))) < args.frames:
+            write_frames(folder, args.frames, size, seed=0)
+        yield folder
 
 
 def main() -> None:
     args = parse_args()
     size = tuple(int(v) for v in args.resolution.lower().split("x"))
     device = torch.device(args.device)
-    with frames_folder(args, size) as tmp:
-        if args.frames_dir is None:
-            write_frames(Path(tmp), args.frames, size, seed=0)
-        split = BenchFrames(Path(tmp)).split("val")
+    with frames_folder(args, size) as folder:
+        split = BenchFrames(folder).split("val")
+        passes = BenchFrames(folder, args.passes).split("val")
         model = build_model(args.model, size, args.frames, device, args.segmenter_preset)
         images = [image_batch([split[i].image], device) for i in range(len(split))]
         group = build_group(model, images)
@@ -247,8 +248,7 @@ def main() -> None:
         stages: list[dict[str, float]] = []
         for repeat in range(args.repeats + 1):  # the first run warms up
             forward = forward_seconds(model, images, device, args.precision)
-            pipeline = pipeline_seconds(group, BenchFrames(Path(tmp), args.passes).split("val"),
-                                        device, args)  # fmt: skip
+            pipeline = pipeline_seconds(group, passes, device, args)
             stage = stage_times(split, group, device, args.precision)
             if repeat:
                 runs["forward"].append(forward)
